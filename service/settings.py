@@ -1,0 +1,416 @@
+"""Settings: read by dynaconf, validated once, handed on as frozen dataclasses.
+
+Values come, lowest precedence first, from the defaults below, the settings files
+(``--config`` or ``BROKERCAST_CONFIG``, each with an optional ``.secrets.toml``
+beside it) and ``BROKERCAST_*`` environment variables, where ``__`` separates nested
+keys. Every value is checked before any socket is bound; a bad one raises
+:class:`ConfigError` naming the key, the value and where it was set.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dynaconf import Dynaconf
+from dynaconf.utils.inspect import get_history
+
+from service.errors import ConfigError
+
+ENV_PREFIX = "BROKERCAST"
+CONFIG_ENV = "BROKERCAST_CONFIG"
+CODECS = ("plain", "json", "raw")
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+TRUE_WORDS = frozenset({"true", "yes", "on", "1"})
+FALSE_WORDS = frozenset({"false", "no", "off", "0"})
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """One entry of ``sources``: its name, adapter type and validated options."""
+
+    name: str
+    type: str
+    options: Any
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated, read-only settings of one brokercast process."""
+
+    host: str = "0.0.0.0"
+    port: int = 3232
+    codec: str = "plain"
+    id: str = ""
+    enable_metric: bool = True
+    #: Seconds that shutdown may take before remaining work is abandoned.
+    shutdown_timeout: float = 10.0
+    #: Events waiting between the sources and the hub; sources wait when it is full.
+    event_queue_size: int = 10_000
+    #: Bytes waiting to be written to one client before it counts as too slow.
+    client_queue_bytes: int = 1_048_576
+    #: Largest payload in bytes that is broadcast; larger events are dropped.
+    max_event_bytes: int = 1_048_576
+    #: Largest frame in bytes a client may send; larger ones close it with 1009.
+    max_client_message_bytes: int = 4096
+    #: Seconds between keepalive pings; 0 turns keepalive off.
+    ping_interval: float = 20.0
+    #: Seconds to wait for a pong before closing the connection.
+    ping_timeout: float = 20.0
+    #: Offer permessage-deflate to clients; costs CPU and memory per client.
+    compression: bool = False
+    log_level: str = "INFO"
+    log_format: str = "text"
+    sources: tuple[SourceSettings, ...] = field(default_factory=tuple)
+
+
+TOP_LEVEL_KEYS = frozenset(Settings.__dataclass_fields__)
+
+
+def new_instance_id() -> str:
+    """Return a fresh instance id such as ``brokercast-1a2b3c4d``."""
+    return f"brokercast-{secrets.token_hex(4)}"
+
+
+class Origins:
+    """Tells where a setting came from, for error messages."""
+
+    def __init__(self, history: Sequence[Mapping[str, Any]]) -> None:
+        self._history = history
+
+    def describe(self, path: Sequence[str]) -> str:
+        """Return e.g. ``environment variable BROKERCAST_PORT`` or a file name."""
+        for entry in reversed(self._history):
+            if not _contains_path(entry.get("value"), path):
+                continue
+            loader = str(entry.get("loader", ""))
+            if loader.startswith("env"):
+                return f"environment variable {_env_name_for(path)}"
+            if loader not in ("set_method",):
+                return f"file {entry.get('identifier')}"
+        return "default"
+
+
+def _contains_path(value: Any, path: Sequence[str]) -> bool:
+    for part in path:
+        if not isinstance(value, Mapping):
+            return False
+        matches = [k for k in value if str(k).lower() == part.lower()]
+        if not matches:
+            return False
+        value = value[matches[0]]
+    return True
+
+
+def _env_name_for(path: Sequence[str]) -> str:
+    wanted = "__".join(path).upper()
+    for name in os.environ:
+        if not name.upper().startswith(ENV_PREFIX + "_"):
+            continue
+        rest = name[len(ENV_PREFIX) + 1 :].upper()
+        if wanted == rest or wanted.startswith(rest + "__"):
+            return name
+    return f"{ENV_PREFIX}_{wanted}"
+
+
+class OptionReader:
+    """Reads and checks the keys of one settings table.
+
+    Source adapters receive one for their own table, so that their errors name
+    the key, the value and its origin the same way the core settings do.
+    """
+
+    def __init__(
+        self, values: Mapping[str, Any], path: tuple[str, ...], origins: Origins
+    ) -> None:
+        self.values = {str(k).lower(): v for k, v in values.items()}
+        self.path = path
+        self.origins = origins
+        self.used: set[str] = set()
+
+    def fail(self, key: str, value: Any, expected: str) -> ConfigError:
+        """Build the error for ``key`` holding ``value`` instead of ``expected``."""
+        path = (*self.path, key)
+        dotted = ".".join(path)
+        if value is None:
+            variable = f"{ENV_PREFIX}_{'__'.join(path).upper()}"
+            return ConfigError(
+                f"missing setting {dotted}: expected {expected}; set it in a "
+                f"settings file or with the environment variable {variable}"
+            )
+        where = self.origins.describe(path)
+        return ConfigError(
+            f"invalid setting {dotted}={value!r} (from {where}): expected {expected}"
+        )
+
+    def has(self, key: str) -> bool:
+        """Return whether ``key`` is set to something other than ``None``."""
+        return self.values.get(key) is not None
+
+    def raw(self, key: str) -> Any:
+        """Return the unchecked value of ``key``, or ``None`` when unset."""
+        self.used.add(key)
+        return self.values.get(key)
+
+    def string(self, key: str, default: str | None = None) -> str:
+        """Return a non-empty string; ``default`` when unset."""
+        value = self._get(key, default)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(key, value, "a non-empty string")
+        return value
+
+    def optional_string(self, key: str) -> str | None:
+        """Return a non-empty string, or ``None`` when unset."""
+        if self.has(key):
+            return self.string(key)
+        self.used.add(key)
+        return None
+
+    def choice(self, key: str, default: str | None, choices: Iterable[str]) -> str:
+        """Return one of ``choices``, compared without case."""
+        allowed = tuple(choices)
+        value = self._get(key, default)
+        text = str(value).lower() if isinstance(value, str) else None
+        if text not in {c.lower() for c in allowed}:
+            raise self.fail(key, value, "one of " + ", ".join(allowed))
+        return next(c for c in allowed if c.lower() == text)
+
+    def integer(
+        self, key: str, default: int, minimum: int, maximum: int | None = None
+    ) -> int:
+        """Return an integer within ``minimum`` and ``maximum`` (inclusive)."""
+        value = self._get(key, default)
+        number = _as_int(value)
+        out_of_range = number is None or number < minimum
+        if number is not None and maximum is not None and number > maximum:
+            out_of_range = True
+        if number is None or out_of_range:
+            upper = f" to {maximum}" if maximum is not None else " or more"
+            raise self.fail(key, value, f"an integer from {minimum}{upper}")
+        return number
+
+    def number(self, key: str, default: float, minimum: float = 0.0) -> float:
+        """Return a float of at least ``minimum``."""
+        value = self._get(key, default)
+        number = _as_float(value)
+        if number is None or number < minimum:
+            raise self.fail(key, value, f"a number of at least {minimum:g}")
+        return number
+
+    def boolean(self, key: str, default: bool) -> bool:
+        """Return a boolean; accepts true/false, yes/no, on/off, 1/0 in any case."""
+        value = self._get(key, default)
+        if isinstance(value, bool):
+            return value
+        word = str(value).strip().lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+        raise self.fail(key, value, "true or false (also yes/no, on/off, 1/0)")
+
+    def string_list(self, key: str) -> tuple[str, ...]:
+        """Return a non-empty list of non-empty strings.
+
+        A single string is accepted as a comma-separated list, because that is
+        how a list is most often written in an environment variable.
+        """
+        value = self._get(key, None)
+        items: Any = value
+        if isinstance(value, str):
+            items = [part.strip() for part in value.split(",")]
+        valid = isinstance(items, (list, tuple)) and bool(items)
+        if valid and all(isinstance(i, str) and i.strip() for i in items):
+            return tuple(items)
+        raise self.fail(key, value, "a non-empty list of names")
+
+    def check_unknown(self) -> None:
+        """Raise for any key that no reader asked for, which is usually a typo."""
+        for key, value in self.values.items():
+            if key not in self.used:
+                raise self.fail(key, value, "no such setting (check the spelling)")
+
+    def _get(self, key: str, default: Any) -> Any:
+        self.used.add(key)
+        value = self.values.get(key)
+        if value is None:
+            if default is None:
+                raise self.fail(key, None, "a value")
+            return default
+        return value
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value)
+    return None
+
+
+def _as_float(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+SourceParser = Callable[[OptionReader], Any]
+
+
+def load_settings(
+    config_files: Sequence[str] = (),
+    source_parsers: Mapping[str, SourceParser] | None = None,
+) -> Settings:
+    """Read, check and freeze the settings.
+
+    ``config_files`` defaults to the comma-separated ``BROKERCAST_CONFIG``.
+    ``source_parsers`` maps a source type to the function that checks its options;
+    it defaults to the registered source adapters.
+    """
+    _check_environment(os.environ)
+    files = list(config_files) or _split_files(os.environ.get(CONFIG_ENV, ""))
+    for path in files:
+        if not Path(path).is_file():
+            raise ConfigError(f"settings file not found: {path} (from --config)")
+
+    dynaconf = Dynaconf(
+        envvar_prefix=ENV_PREFIX,
+        settings_files=_with_secrets(files),
+        environments=False,
+        load_dotenv=False,
+        merge_enabled=True,
+    )
+    try:
+        values = _lower_keys(dynaconf.as_dict())
+    except Exception as error:  # dynaconf raises many types for unparsable files
+        raise ConfigError(f"cannot read settings: {error}") from error
+    for key in ("load_dotenv",):
+        values.pop(key, None)
+
+    origins = Origins(get_history(dynaconf))
+    if source_parsers is None:
+        from service.sources import registered_parsers
+
+        source_parsers = registered_parsers()
+    return _build(values, origins, source_parsers)
+
+
+def _split_files(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _with_secrets(files: Sequence[str]) -> list[str]:
+    result: list[str] = []
+    for path in files:
+        result.append(path)
+        secrets_file = Path(path).parent / ".secrets.toml"
+        if secrets_file.is_file() and str(secrets_file) not in result:
+            result.append(str(secrets_file))
+    return result
+
+
+def _check_environment(env: Mapping[str, str]) -> None:
+    """Reject empty values and keys that dynaconf would silently misread."""
+    for name, value in sorted(env.items()):
+        if not name.upper().startswith(ENV_PREFIX + "_") or name == CONFIG_ENV:
+            continue
+        if not value.strip():
+            raise ConfigError(
+                f"invalid setting {name}='' (from environment variable {name}): "
+                "the value is empty; unset the variable or give it a value"
+            )
+        top = name[len(ENV_PREFIX) + 1 :].split("__")[0].lower()
+        if top in TOP_LEVEL_KEYS:
+            continue
+        hint = _double_underscore_hint(name)
+        raise ConfigError(
+            f"invalid setting {name}={value!r} (from environment variable {name}): "
+            f"no such setting{hint}"
+        )
+
+
+def _double_underscore_hint(name: str) -> str:
+    rest = name[len(ENV_PREFIX) + 1 :].upper()
+    if rest.startswith("SOURCES_") and not rest.startswith("SOURCES__"):
+        example = f"{ENV_PREFIX}_SOURCES__ORDERS__TYPE"
+        return f"; nested keys need a double underscore between levels, as in {example}"
+    return ""
+
+
+def _lower_keys(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k).lower(): _lower_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_lower_keys(v) for v in value]
+    return value
+
+
+def _build(
+    values: Mapping[str, Any],
+    origins: Origins,
+    source_parsers: Mapping[str, SourceParser],
+) -> Settings:
+    reader = OptionReader(values, (), origins)
+    defaults = Settings()
+    settings = Settings(
+        host=reader.string("host", defaults.host),
+        port=reader.integer("port", defaults.port, 1, 65535),
+        codec=reader.choice("codec", defaults.codec, CODECS),
+        id=reader.string("id", new_instance_id()),
+        enable_metric=reader.boolean("enable_metric", defaults.enable_metric),
+        shutdown_timeout=reader.number("shutdown_timeout", defaults.shutdown_timeout),
+        event_queue_size=reader.integer(
+            "event_queue_size", defaults.event_queue_size, 1
+        ),
+        client_queue_bytes=reader.integer(
+            "client_queue_bytes", defaults.client_queue_bytes, 1024
+        ),
+        max_event_bytes=reader.integer("max_event_bytes", defaults.max_event_bytes, 1),
+        max_client_message_bytes=reader.integer(
+            "max_client_message_bytes", defaults.max_client_message_bytes, 16
+        ),
+        ping_interval=reader.number("ping_interval", defaults.ping_interval),
+        ping_timeout=reader.number("ping_timeout", defaults.ping_timeout),
+        compression=reader.boolean("compression", defaults.compression),
+        log_level=reader.choice("log_level", defaults.log_level, LOG_LEVELS),
+        log_format=reader.choice("log_format", defaults.log_format, LOG_FORMATS),
+        sources=_build_sources(reader, origins, source_parsers),
+    )
+    reader.check_unknown()
+    return settings
+
+
+def _build_sources(
+    reader: OptionReader,
+    origins: Origins,
+    source_parsers: Mapping[str, SourceParser],
+) -> tuple[SourceSettings, ...]:
+    table = reader.raw("sources") or {}
+    if not isinstance(table, Mapping):
+        raise reader.fail("sources", table, "a table of named sources")
+    result = []
+    for name, options in table.items():
+        if not isinstance(options, Mapping):
+            raise reader.fail(f"sources.{name}", options, "a table of source options")
+        source_reader = OptionReader(options, ("sources", name), origins)
+        kind = source_reader.choice("type", None, source_parsers)
+        parsed = source_parsers[kind](source_reader)
+        source_reader.check_unknown()
+        result.append(SourceSettings(name=name, type=kind, options=parsed))
+    return tuple(result)

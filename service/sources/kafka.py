@@ -1,0 +1,225 @@
+"""The ``kafka`` source: Kafka topics through aiokafka.
+
+Without ``group_id`` the consumer is assigned every partition of its topics and
+commits nothing, so each replica sees every record. With ``group_id`` partitions
+are shared within the group and offsets are committed only for records the hub
+has written to its clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.helpers import create_ssl_context
+
+from service.events import Event
+from service.settings import OptionReader
+from service.sources import Source, SourceState
+
+logger = logging.getLogger("brokercast.source")
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
+
+
+@dataclass(frozen=True)
+class KafkaOptions:
+    """Settings of one Kafka source."""
+
+    bootstrap_servers: tuple[str, ...]
+    topics: tuple[str, ...]
+    group_id: str | None = None
+    #: Where a consumer without a committed offset starts: latest or earliest.
+    start: str = "latest"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "PLAIN"
+    sasl_plain_username: str | None = None
+    sasl_plain_password: str | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    #: Seconds between offset commits while consuming with a group.
+    commit_interval: float = 1.0
+    #: Seconds between broker health checks that drive the source state.
+    health_interval: float = 2.0
+    #: Milliseconds aiokafka waits for a broker to answer one request.
+    request_timeout_ms: int = 10_000
+
+
+class KafkaSource(Source):
+    """Consumes Kafka topics with :class:`aiokafka.AIOKafkaConsumer`."""
+
+    options: KafkaOptions
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._consumer: AIOKafkaConsumer | None = None
+        # Next offset to commit per partition: one past the last handed-off record.
+        self._handed_off: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+
+    @classmethod
+    def parse_options(cls, reader: OptionReader) -> KafkaOptions:
+        servers = reader.string_list("bootstrap_servers")
+        options = KafkaOptions(
+            bootstrap_servers=servers,
+            topics=reader.string_list("topics"),
+            group_id=reader.optional_string("group_id"),
+            start=reader.choice("start", "latest", ("latest", "earliest")),
+            security_protocol=reader.choice(
+                "security_protocol", "PLAINTEXT", SECURITY_PROTOCOLS
+            ),
+            sasl_mechanism=reader.choice("sasl_mechanism", "PLAIN", SASL_MECHANISMS),
+            sasl_plain_username=reader.optional_string("sasl_plain_username"),
+            sasl_plain_password=reader.optional_string("sasl_plain_password"),
+            ssl_cafile=reader.optional_string("ssl_cafile"),
+            ssl_certfile=reader.optional_string("ssl_certfile"),
+            ssl_keyfile=reader.optional_string("ssl_keyfile"),
+            commit_interval=reader.number("commit_interval", 1.0, 0.01),
+            health_interval=reader.number("health_interval", 2.0, 0.05),
+            request_timeout_ms=reader.integer("request_timeout_ms", 10_000, 100),
+        )
+        return options
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        options = self.options
+        ssl_context = None
+        if options.security_protocol in ("SSL", "SASL_SSL"):
+            ssl_context = create_ssl_context(
+                cafile=options.ssl_cafile,
+                certfile=options.ssl_certfile,
+                keyfile=options.ssl_keyfile,
+            )
+        return AIOKafkaConsumer(
+            *options.topics,
+            bootstrap_servers=list(options.bootstrap_servers),
+            client_id=self.context.instance_id,
+            group_id=options.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=options.start,
+            security_protocol=options.security_protocol,
+            sasl_mechanism=options.sasl_mechanism,
+            sasl_plain_username=options.sasl_plain_username,
+            sasl_plain_password=options.sasl_plain_password,
+            ssl_context=ssl_context,
+            request_timeout_ms=options.request_timeout_ms,
+            retry_backoff_ms=500,
+        )
+
+    async def consume(self) -> None:
+        attempt = 0
+        while True:
+            consumer = self._new_consumer()
+            try:
+                await consumer.start()
+            except KafkaError as error:
+                await self._close_consumer(consumer)
+                self.set_state(SourceState.CONNECTING, f"cannot connect: {error}")
+                await asyncio.sleep(self.backoff(attempt))
+                attempt += 1
+                continue
+
+            attempt = 0
+            self._consumer = consumer
+            self.set_state(SourceState.CONSUMING, "connected")
+            try:
+                await self._read(consumer)
+            except KafkaError as error:
+                # Cancellation skips this: flush() commits and stops the consumer.
+                self._consumer = None
+                await self._close_consumer(consumer)
+                self.set_state(SourceState.CONNECTING, f"consumer failed: {error}")
+                await asyncio.sleep(self.backoff(0))
+
+    async def _read(self, consumer: AIOKafkaConsumer) -> None:
+        watchdog = asyncio.create_task(self._watch(consumer), name="kafka-health")
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=500, max_records=500)
+                for records in batches.values():
+                    for record in records:
+                        await self.emit(self._to_event(record))
+                if self.options.group_id is not None:
+                    await self._commit(consumer)
+        finally:
+            watchdog.cancel()
+            await asyncio.gather(watchdog, return_exceptions=True)
+
+    async def _watch(self, consumer: AIOKafkaConsumer) -> None:
+        """Ask the brokers for metadata now and then to learn whether they answer.
+
+        aiokafka reconnects by itself, so ``getmany`` just returns nothing while
+        the brokers are away; this check is what turns the source state to
+        connecting and back.
+        """
+        timeout = self.options.request_timeout_ms / 1000
+        while True:
+            await asyncio.sleep(self.options.health_interval)
+            try:
+                await asyncio.wait_for(consumer.topics(), timeout)
+            except (KafkaError, TimeoutError) as error:
+                reason = str(error) or type(error).__name__
+                self.set_state(SourceState.CONNECTING, f"broker unreachable: {reason}")
+            else:
+                self.set_state(SourceState.CONSUMING, "connected")
+
+    def _to_event(self, record: ConsumerRecord[bytes, bytes]) -> Event:
+        headers = {k: bytes(v or b"") for k, v in record.headers or ()}
+        on_handoff = self._mark_handed_off if self.options.group_id else None
+        return Event(
+            source=self.name,
+            channel=record.topic,
+            position=f"{record.partition}:{record.offset}",
+            payload=record.value or b"",
+            key=record.key,
+            timestamp=record.timestamp,
+            headers=headers,
+            on_handoff=on_handoff,
+        )
+
+    def _mark_handed_off(self, event: Event) -> None:
+        partition, offset = event.position.split(":")
+        tp = TopicPartition(event.channel, int(partition))
+        self._handed_off[tp] = max(self._handed_off.get(tp, 0), int(offset) + 1)
+
+    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        pending = {
+            tp: offset
+            for tp, offset in self._handed_off.items()
+            if self._committed.get(tp) != offset and tp in consumer.assignment()
+        }
+        if not pending:
+            return
+        try:
+            await consumer.commit(pending)
+        except KafkaError as error:
+            # The offsets stay pending and go with the next commit; a restart in
+            # between replays those records, which at-least-once allows.
+            logger.warning(
+                "offset commit failed", extra={**self.log_extra, "error": str(error)}
+            )
+            return
+        self._committed.update(pending)
+
+    async def flush(self) -> None:
+        """Commit the handed-off offsets, then stop the consumer."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is None:
+            return
+        if self.options.group_id is not None:
+            await self._commit(consumer)
+        await self._close_consumer(consumer)
+
+    async def _close_consumer(self, consumer: AIOKafkaConsumer) -> None:
+        try:
+            await asyncio.wait_for(consumer.stop(), timeout=5)
+        except (KafkaError, TimeoutError) as error:
+            logger.warning(
+                "kafka consumer did not stop cleanly",
+                extra={**self.log_extra, "error": str(error)},
+            )
