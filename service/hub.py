@@ -8,9 +8,11 @@ client as it can:
 * it joins the frames of a batch into one buffer per subscription, so a client
   gets one ``transport.write`` per batch, with no coroutine and no task per
   client;
-* a client's outbound queue is its transport's write buffer: when a write would
-  take it past ``client_queue_bytes``, the client is closed with
-  :data:`SLOW_CLIENT_CODE` and the others are not delayed at all.
+* a client's outbound queue is its transport's write buffer: when it already
+  holds more than ``client_queue_bytes`` at the next write, the client is closed
+  with :data:`SLOW_CLIENT_CODE` and the others are not delayed at all. One
+  client's user-space buffer is therefore bounded by ``client_queue_bytes`` plus
+  one batch (at most ``batch_bytes`` plus one event).
 
 Server frames are not masked, so without compression the same frame bytes are
 valid for every client. Clients that negotiated permessage-deflate (only when
@@ -79,12 +81,14 @@ class Hub:
         metrics: Metrics,
         client_queue_bytes: int,
         batch_size: int = 256,
+        batch_bytes: int = 262_144,
     ) -> None:
         self.queue = queue
         self.codec = codec
         self.metrics = metrics
         self.client_queue_bytes = client_queue_bytes
         self.batch_size = batch_size
+        self.batch_bytes = batch_bytes
         self.everything: set[Client] = set()
         self.by_channel: dict[str, set[Client]] = {}
         self.frames_delivered = 0
@@ -138,8 +142,13 @@ class Hub:
 
     def _take_waiting(self, batch: list[Event]) -> None:
         queue = self.queue
-        while len(batch) < self.batch_size and not queue.empty():
-            batch.append(queue.get_nowait())
+        size = sum(len(event.payload) for event in batch)
+        while len(batch) < self.batch_size and size < self.batch_bytes:
+            if queue.empty():
+                return
+            event = queue.get_nowait()
+            batch.append(event)
+            size += len(event.payload)
 
     def broadcast(self, events: Iterable[Event]) -> None:
         """Write ``events``, in order, to every client subscribed to them."""
@@ -196,7 +205,7 @@ class Hub:
             if client.slow or connection.protocol.state is not State.OPEN:
                 continue
             transport: Any = connection.transport
-            if transport.get_write_buffer_size() + len(data) > limit:
+            if transport.get_write_buffer_size() > limit:
                 self._disconnect_slow(client, frame_count)
                 continue
             if client.compressed:

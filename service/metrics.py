@@ -28,7 +28,7 @@ class Metrics:
 
     def __init__(self, instance_id: str) -> None:
         # The *_created series double the output and no dashboard reads them.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
         Info("brokercast", "Instance id and version.", registry=registry).info(

@@ -224,6 +224,10 @@ class OptionReader:
         A single string is accepted as a comma-separated list, because that is
         how a list is most often written in an environment variable.
         """
+        expected = "a non-empty list of names"
+        if not self.has(key):
+            self.used.add(key)
+            raise self.fail(key, None, expected)
         value = self._get(key, None)
         items: Any = value
         if isinstance(value, str):
@@ -231,7 +235,7 @@ class OptionReader:
         valid = isinstance(items, (list, tuple)) and bool(items)
         if valid and all(isinstance(i, str) and i.strip() for i in items):
             return tuple(items)
-        raise self.fail(key, value, "a non-empty list of names")
+        raise self.fail(key, value, expected)
 
     def check_unknown(self) -> None:
         """Raise for any key that no reader asked for, which is usually a typo."""
@@ -284,10 +288,14 @@ def load_settings(
     it defaults to the registered source adapters.
     """
     _check_environment(os.environ)
-    files = list(config_files) or _split_files(os.environ.get(CONFIG_ENV, ""))
+    files = list(config_files)
+    origin = "--config"
+    if not files:
+        files = _split_files(os.environ.get(CONFIG_ENV, ""))
+        origin = f"environment variable {CONFIG_ENV}"
     for path in files:
         if not Path(path).is_file():
-            raise ConfigError(f"settings file not found: {path} (from --config)")
+            raise ConfigError(f"settings file not found: {path} (from {origin})")
 
     dynaconf = Dynaconf(
         envvar_prefix=ENV_PREFIX,
@@ -300,7 +308,8 @@ def load_settings(
         values = _lower_keys(dynaconf.as_dict())
     except Exception as error:  # dynaconf raises many types for unparsable files
         raise ConfigError(f"cannot read settings: {error}") from error
-    for key in ("load_dotenv",):
+    # BROKERCAST_CONFIG names the files; it is not a setting of its own.
+    for key in ("load_dotenv", "config"):
         values.pop(key, None)
 
     origins = Origins(get_history(dynaconf))

@@ -50,7 +50,8 @@ copy_kafka_libs() {
     trap 'rm -rf "$scratch"' EXIT
     mvn -B -q -f "$TOOLS_DIR/kafka/pom.xml" dependency:copy-dependencies \
         -DoutputDirectory="$scratch"
-    rm -rf "$KAFKA_HOME/libs"
+    # The class archive that tools/brokers.py writes matches only the old jars.
+    rm -rf "$KAFKA_HOME/libs" "$KAFKA_HOME/kafka-classes.jsa"
     mv "$scratch" "$KAFKA_HOME/libs"
     trap - EXIT
     touch "$LIBS_MARKER"

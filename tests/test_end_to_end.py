@@ -1,0 +1,240 @@
+"""End to end: real brokers, brokercast as a child process, real websocket clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+import pytest
+import redis.asyncio
+from aiokafka import AIOKafkaProducer
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.helpers import Brokercast, receive, seconds, wait_for
+from tools.brokers import KafkaBroker, RedisServer
+
+
+def kafka_source(broker: KafkaBroker, topic: str, **options: object) -> dict[str, object]:
+    return {
+        "type": "kafka",
+        "bootstrap_servers": broker.bootstrap_servers,
+        "topics": [topic],
+        "start": "earliest",
+        **options,
+    }
+
+
+def redis_source(server: RedisServer, *streams: str, **options: object) -> dict[str, object]:
+    return {"type": "redis", "url": server.url, "streams": list(streams), **options}
+
+
+async def produce(broker: KafkaBroker, topic: str, values: list[bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers)
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send(topic, value)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def test_kafka_two_clients_get_ten_in_order(
+    kafka_broker: KafkaBroker, name: str
+) -> None:
+    kafka_broker.create_topic(name)
+    with Brokercast({"sources": {"orders": kafka_source(kafka_broker, name)}}) as bc:
+        await bc.wait_ready()
+        async with connect(bc.base_url + "/") as first, connect(bc.base_url) as second:
+            await wait_for(
+                lambda: bc.metric("brokercast_clients_connected") == 2,
+                seconds(5),
+                "both clients registered",
+            )
+            values = [f"event-{i}".encode() for i in range(10)]
+            await produce(kafka_broker, name, values)
+            expected = [v.decode() for v in values]
+            assert await receive(first, 10, seconds(20)) == expected
+            assert await receive(second, 10, seconds(20)) == expected
+
+
+async def test_redis_two_clients_get_ten_in_order(
+    redis_server: RedisServer, name: str
+) -> None:
+    settings = {"codec": "json", "sources": {"events": redis_source(redis_server, name)}}
+    with Brokercast(settings) as bc:
+        await bc.wait_ready()
+        async with connect(bc.base_url) as first, connect(bc.base_url) as second:
+            await wait_for(
+                lambda: bc.metric("brokercast_clients_connected") == 2,
+                seconds(5),
+                "both clients registered",
+            )
+            client = redis.asyncio.Redis.from_url(redis_server.url)
+            ids = [await client.xadd(name, {"data": f'{{"n": {i}}}'}) for i in range(10)]
+            await client.aclose()
+            for ws in (first, second):
+                documents = [json.loads(m) for m in await receive(ws, 10, seconds(10))]
+                assert [d["payload"] for d in documents] == [{"n": i} for i in range(10)]
+                assert [d["position"] for d in documents] == [i.decode() for i in ids]
+                assert {d["channel"] for d in documents} == {name}
+                assert {d["source"] for d in documents} == {"events"}
+
+
+async def test_channel_client_gets_only_its_channel(
+    redis_server: RedisServer, name: str
+) -> None:
+    wanted, other = f"{name}-a", f"{name}-b"
+    settings = {"sources": {"events": redis_source(redis_server, wanted, other)}}
+    with Brokercast(settings) as bc:
+        await bc.wait_ready()
+        async with (
+            connect(f"{bc.base_url}/{wanted}") as channel_client,
+            connect(bc.base_url) as all_client,
+        ):
+            await wait_for(
+                lambda: bc.metric("brokercast_clients_connected") == 2,
+                seconds(5),
+                "both clients registered",
+            )
+            client = redis.asyncio.Redis.from_url(redis_server.url)
+            for i in range(4):
+                await client.xadd(wanted if i % 2 == 0 else other, {"v": f"m{i}"})
+            await client.aclose()
+            everything = await receive(all_client, 4, seconds(10))
+            # Order is kept within a stream, not across streams.
+            assert [m for m in everything if m in ("m0", "m2")] == ["m0", "m2"]
+            assert [m for m in everything if m in ("m1", "m3")] == ["m1", "m3"]
+            assert await receive(channel_client, 2, seconds(10)) == ["m0", "m2"]
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(seconds(0.5)):
+                    await channel_client.recv()
+
+
+async def test_stalled_client_closed_healthy_gets_all(
+    redis_server: RedisServer, name: str
+) -> None:
+    """A client that stops reading is closed with 1013; the other loses nothing."""
+    count = 3000
+    settings = {
+        "client_queue_bytes": 65536,
+        "sources": {"events": redis_source(redis_server, name, count=1000)},
+    }
+    with Brokercast(settings) as bc:
+        await bc.wait_ready()
+        # max_queue=1 makes the client stop reading its socket once one
+        # message is waiting, which is how a stalled browser tab looks.
+        async with (
+            connect(bc.base_url, max_queue=1) as stalled,
+            connect(bc.base_url, max_size=None) as healthy,
+        ):
+            await wait_for(
+                lambda: bc.metric("brokercast_clients_connected") == 2,
+                seconds(5),
+                "both clients registered",
+            )
+            client = redis.asyncio.Redis.from_url(redis_server.url)
+            payload = "x" * 1000
+            async with client.pipeline(transaction=False) as pipe:
+                for i in range(count):
+                    pipe.xadd(name, {"v": f"{i:06d}{payload}"})
+                await pipe.execute()
+            await client.aclose()
+
+            received = await receive(healthy, count, seconds(30))
+            assert [m[:6] for m in received] == [f"{i:06d}" for i in range(count)]
+            await wait_for(
+                lambda: bc.metric(
+                    'brokercast_clients_disconnected_total{reason="slow_client"}'
+                )
+                == 1,
+                seconds(10),
+                "stalled client counted as slow",
+            )
+            # Reading now drains what was buffered, then the close frame.
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    await asyncio.wait_for(stalled.recv(), seconds(10))
+            assert stalled.close_code == 1013
+            assert stalled.close_reason == "client too slow"
+        assert "slow client disconnected" in bc.log()
+
+
+async def test_sigterm_closes_clients_with_1001(redis_server: RedisServer, name: str) -> None:
+    settings = {"sources": {"events": redis_source(redis_server, name)}}
+    with Brokercast(settings) as bc:
+        await bc.wait_ready()
+        async with connect(bc.base_url) as client:
+            await wait_for(
+                lambda: bc.metric("brokercast_clients_connected") == 1,
+                seconds(5),
+                "client registered",
+            )
+            code = await bc.terminate(timeout=seconds(5))
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(client.recv(), seconds(5))
+            assert client.close_code == 1001
+        assert code == 0
+        assert "brokercast stopped" in bc.log()
+        assert "clients_closed=1" in bc.log()
+
+
+def run_cli(*args: str, environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKERCAST_")}
+    env.update(environment)
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("environment", "message"),
+    [
+        (
+            {"BROKERCAST_PORT": "abc"},
+            "brokercast: invalid setting port='abc' (from environment variable "
+            "BROKERCAST_PORT): expected an integer from 1 to 65535\n",
+        ),
+        (
+            {"BROKERCAST_CODEC": "protobuf"},
+            "brokercast: invalid setting codec='protobuf' (from environment variable "
+            "BROKERCAST_CODEC): expected one of plain, json, raw\n",
+        ),
+        (
+            {"BROKERCAST_PORT": ""},
+            "brokercast: invalid setting BROKERCAST_PORT='' (from environment "
+            "variable BROKERCAST_PORT): the value is empty; unset the variable or "
+            "give it a value\n",
+        ),
+    ],
+)
+def test_bad_setting_exits_2_with_one_line(
+    environment: dict[str, str], message: str
+) -> None:
+    result = run_cli(environment=environment)
+    assert result.returncode == 2
+    assert result.stderr == message
+    assert result.stdout == ""
+
+
+def test_config_file_error_names_file(tmp_path: object) -> None:
+    from pathlib import Path
+
+    config = Path(str(tmp_path)) / "settings.toml"
+    config.write_text("[sources.orders]\ntype = 'kafka'\nbootstrap_servers = 'k:1'\n")
+    result = run_cli("--config", str(config), environment={})
+    assert result.returncode == 2
+    assert result.stderr == (
+        "brokercast: missing setting sources.orders.topics: expected a non-empty "
+        "list of names; set it in a settings file or with the environment variable "
+        "BROKERCAST_SOURCES__ORDERS__TOPICS\n"
+    )
