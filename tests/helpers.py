@@ -49,11 +49,17 @@ async def wait_for(
         await asyncio.sleep(interval)
 
 
-def to_environment(settings: Mapping[str, Any], prefix: str = "BROKERCAST") -> dict[str, str]:
+def to_environment(
+    settings: Mapping[str, Any], prefix: str = "BROKERCAST"
+) -> dict[str, str]:
     """Flatten nested settings into ``BROKERCAST_*`` variables with ``__``."""
     result: dict[str, str] = {}
     for key, value in settings.items():
-        name = f"{prefix}__{key.upper()}" if prefix != "BROKERCAST" else f"{prefix}_{key.upper()}"
+        name = (
+            f"{prefix}__{key.upper()}"
+            if prefix != "BROKERCAST"
+            else f"{prefix}_{key.upper()}"
+        )
         if isinstance(value, Mapping):
             result.update(to_environment(value, name))
         elif isinstance(value, (list, tuple)):

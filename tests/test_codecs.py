@@ -14,7 +14,9 @@ INVALID = bytes.fromhex("666fff fe6f")
 
 
 def event(payload: bytes, **fields: object) -> Event:
-    return Event(source="orders", channel="t", position="0:7", payload=payload, **fields)  # type: ignore[arg-type]
+    return Event(
+        source="orders", channel="t", position="0:7", payload=payload, **fields
+    )  # type: ignore[arg-type]
 
 
 def test_plain_passes_utf8_through() -> None:

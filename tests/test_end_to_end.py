@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 import redis.asyncio
@@ -17,7 +19,9 @@ from tests.helpers import Brokercast, receive, seconds, wait_for
 from tools.brokers import KafkaBroker, RedisServer
 
 
-def kafka_source(broker: KafkaBroker, topic: str, **options: object) -> dict[str, object]:
+def kafka_source(
+    broker: KafkaBroker, topic: str, **options: object
+) -> dict[str, object]:
     return {
         "type": "kafka",
         "bootstrap_servers": broker.bootstrap_servers,
@@ -27,7 +31,9 @@ def kafka_source(broker: KafkaBroker, topic: str, **options: object) -> dict[str
     }
 
 
-def redis_source(server: RedisServer, *streams: str, **options: object) -> dict[str, object]:
+def redis_source(
+    server: RedisServer, *streams: str, **options: object
+) -> dict[str, object]:
     return {"type": "redis", "url": server.url, "streams": list(streams), **options}
 
 
@@ -64,7 +70,10 @@ async def test_kafka_two_clients_get_ten_in_order(
 async def test_redis_two_clients_get_ten_in_order(
     redis_server: RedisServer, name: str
 ) -> None:
-    settings = {"codec": "json", "sources": {"events": redis_source(redis_server, name)}}
+    settings = {
+        "codec": "json",
+        "sources": {"events": redis_source(redis_server, name)},
+    }
     with Brokercast(settings) as bc:
         await bc.wait_ready()
         async with connect(bc.base_url) as first, connect(bc.base_url) as second:
@@ -74,11 +83,15 @@ async def test_redis_two_clients_get_ten_in_order(
                 "both clients registered",
             )
             client = redis.asyncio.Redis.from_url(redis_server.url)
-            ids = [await client.xadd(name, {"data": f'{{"n": {i}}}'}) for i in range(10)]
+            ids = [
+                await client.xadd(name, {"data": f'{{"n": {i}}}'}) for i in range(10)
+            ]
             await client.aclose()
             for ws in (first, second):
                 documents = [json.loads(m) for m in await receive(ws, 10, seconds(10))]
-                assert [d["payload"] for d in documents] == [{"n": i} for i in range(10)]
+                assert [d["payload"] for d in documents] == [
+                    {"n": i} for i in range(10)
+                ]
                 assert [d["position"] for d in documents] == [i.decode() for i in ids]
                 assert {d["channel"] for d in documents} == {name}
                 assert {d["source"] for d in documents} == {"events"}
@@ -118,17 +131,19 @@ async def test_stalled_client_closed_healthy_gets_all(
     redis_server: RedisServer, name: str
 ) -> None:
     """A client that stops reading is closed with 1013; the other loses nothing."""
-    count = 3000
     settings = {
-        "client_queue_bytes": 65536,
+        "client_queue_bytes": 262_144,
         "sources": {"events": redis_source(redis_server, name, count=1000)},
     }
     with Brokercast(settings) as bc:
         await bc.wait_ready()
-        # max_queue=1 makes the client stop reading its socket once one
-        # message is waiting, which is how a stalled browser tab looks.
+        # A small receive buffer and max_queue=1 make this client stop reading
+        # early, the way a frozen browser tab does.
+        stalled_socket = socket.socket()
+        stalled_socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled_socket.connect(("127.0.0.1", bc.port))
         async with (
-            connect(bc.base_url, max_queue=1) as stalled,
+            connect(bc.base_url, sock=stalled_socket, max_queue=1) as stalled,
             connect(bc.base_url, max_size=None) as healthy,
         ):
             await wait_for(
@@ -136,24 +151,14 @@ async def test_stalled_client_closed_healthy_gets_all(
                 seconds(5),
                 "both clients registered",
             )
-            client = redis.asyncio.Redis.from_url(redis_server.url)
-            payload = "x" * 1000
-            async with client.pipeline(transaction=False) as pipe:
-                for i in range(count):
-                    pipe.xadd(name, {"v": f"{i:06d}{payload}"})
-                await pipe.execute()
-            await client.aclose()
-
-            received = await receive(healthy, count, seconds(30))
-            assert [m[:6] for m in received] == [f"{i:06d}" for i in range(count)]
-            await wait_for(
-                lambda: bc.metric(
-                    'brokercast_clients_disconnected_total{reason="slow_client"}'
-                )
-                == 1,
-                seconds(10),
-                "stalled client counted as slow",
+            slow_metric = 'brokercast_clients_disconnected_total{reason="slow_client"}'
+            produced = await produce_until(
+                redis_server, name, lambda: bc.metric(slow_metric) == 1
             )
+
+            received = await receive(healthy, produced, seconds(30))
+            assert [m[:6] for m in received] == [f"{i:06d}" for i in range(produced)]
+            assert bc.metric(slow_metric) == 1
             # Reading now drains what was buffered, then the close frame.
             with pytest.raises(ConnectionClosed):
                 while True:
@@ -163,7 +168,30 @@ async def test_stalled_client_closed_healthy_gets_all(
         assert "slow client disconnected" in bc.log()
 
 
-async def test_sigterm_closes_clients_with_1001(redis_server: RedisServer, name: str) -> None:
+async def produce_until(
+    server: RedisServer, stream: str, done: Callable[[], bool], limit: int = 60_000
+) -> int:
+    """XADD 1 KB entries at about 4 MB/s until ``done()``; return the count."""
+    client = redis.asyncio.Redis.from_url(server.url)
+    padding = "x" * 1000
+    produced = 0
+    try:
+        while produced < limit and not done():
+            async with client.pipeline(transaction=False) as pipe:
+                for i in range(produced, produced + 200):
+                    pipe.xadd(stream, {"v": f"{i:06d}{padding}"})
+                await pipe.execute()
+            produced += 200
+            await asyncio.sleep(0.05)
+    finally:
+        await client.aclose()
+    assert done(), f"condition not reached after {produced} entries"
+    return produced
+
+
+async def test_sigterm_closes_clients_with_1001(
+    redis_server: RedisServer, name: str
+) -> None:
     settings = {"sources": {"events": redis_source(redis_server, name)}}
     with Brokercast(settings) as bc:
         await bc.wait_ready()
@@ -182,7 +210,9 @@ async def test_sigterm_closes_clients_with_1001(redis_server: RedisServer, name:
         assert "clients_closed=1" in bc.log()
 
 
-def run_cli(*args: str, environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, environment: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
     import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("BROKERCAST_")}

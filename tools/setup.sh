@@ -58,6 +58,18 @@ copy_kafka_libs() {
     log "copied $(find "$KAFKA_HOME/libs" -name '*.jar' | wc -l) jars"
 }
 
+# Optional parts (browser, chart tools, benchmark peers) add a script each to
+# tools/setup.d; they run in name order after the brokers are in place.
+run_extra_setup() {
+    local script
+    for script in "$TOOLS_DIR"/setup.d/*.sh; do
+        [[ -e "$script" ]] || continue
+        log "running ${script#"$TOOLS_DIR"/}"
+        bash "$script"
+    done
+}
+
 install_packages
 copy_kafka_libs
+run_extra_setup
 log "done"
