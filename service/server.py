@@ -141,7 +141,7 @@ class WebsocketServer:
             extra={"client": client.address, "channel": client.channel or "*"},
         )
         try:
-            # Clients have nothing to say; their frames are read and discarded
+            # Clients send nothing useful. Their frames are read and discarded
             # so the connection keeps answering pings and close frames.
             async for _message in connection:
                 pass

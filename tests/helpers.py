@@ -136,7 +136,7 @@ class Brokercast:
         return self.process.poll()
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
-        """Wait until ``/readyz`` answers 200."""
+        """Wait until ``/readyz`` returns 200."""
 
         def ready() -> bool:
             if self.returncode() is not None:
@@ -149,7 +149,7 @@ class Brokercast:
         await wait_for(ready, timeout, f"brokercast not ready; log:\n{self.log()}")
 
     async def wait_listening(self, timeout: float = 30.0) -> None:
-        """Wait until ``/healthz`` answers, whatever the sources do."""
+        """Wait until ``/healthz`` returns 200, whatever the sources do."""
 
         def listening() -> bool:
             if self.returncode() is not None:

@@ -34,7 +34,7 @@ logger = logging.getLogger("brokercast.source")
 
 
 class SourceState(enum.Enum):
-    """Where a source is in its life."""
+    """Lifecycle state of a source, as reported by /readyz and metrics."""
 
     CONNECTING = "connecting"
     CONSUMING = "consuming"
@@ -44,7 +44,7 @@ class SourceState(enum.Enum):
 
 @dataclass(frozen=True)
 class SourceContext:
-    """What the application gives every source."""
+    """Shared resources that the application passes to every source."""
 
     instance_id: str
     queue: asyncio.Queue[Event]
