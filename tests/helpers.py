@@ -16,6 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from aiokafka import AIOKafkaProducer
 from websockets.asyncio.client import ClientConnection
 
 from tools.brokers import free_port
@@ -137,29 +138,22 @@ class Brokercast:
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
         """Wait until ``/readyz`` returns 200."""
-
-        def ready() -> bool:
-            if self.returncode() is not None:
-                raise AssertionError(f"brokercast exited early:\n{self.log()}")
-            try:
-                return self.http("/readyz")[0] == 200
-            except OSError:
-                return False
-
-        await wait_for(ready, timeout, f"brokercast not ready; log:\n{self.log()}")
+        await self._wait_for_status("/readyz", timeout)
 
     async def wait_listening(self, timeout: float = 30.0) -> None:
         """Wait until ``/healthz`` returns 200, whatever the sources do."""
+        await self._wait_for_status("/healthz", timeout)
 
-        def listening() -> bool:
+    async def _wait_for_status(self, path: str, timeout: float) -> None:
+        def returns_200() -> bool:
             if self.returncode() is not None:
                 raise AssertionError(f"brokercast exited early:\n{self.log()}")
             try:
-                return self.http("/healthz")[0] == 200
+                return self.http(path)[0] == 200
             except OSError:
                 return False
 
-        await wait_for(listening, timeout, f"brokercast not listening:\n{self.log()}")
+        await wait_for(returns_200, timeout, f"{path} not 200; log:\n{self.log()}")
 
     async def terminate(self, timeout: float = 15.0) -> int:
         """Send SIGTERM and return the exit code."""
@@ -196,6 +190,20 @@ class Brokercast:
         if error is not None:
             sys.stderr.write(f"--- brokercast log ---\n{self.log()}\n")
         self.log_path.unlink(missing_ok=True)
+
+
+async def produce_to_kafka(
+    bootstrap_servers: str, topic: str, values: list[bytes]
+) -> None:
+    """Send ``values`` to ``topic`` in order and wait until all are written."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers)
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send(topic, value)
+        await producer.flush()
+    finally:
+        await producer.stop()
 
 
 async def receive(client: ClientConnection, count: int, timeout: float) -> list[Any]:

@@ -6,10 +6,9 @@ import json
 import socket
 
 import redis.asyncio
-from aiokafka import AIOKafkaProducer
 from websockets.asyncio.client import connect
 
-from tests.helpers import Brokercast, receive, seconds, wait_for
+from tests.helpers import Brokercast, produce_to_kafka, receive, seconds, wait_for
 from tools.brokers import KafkaBroker, RedisServer, free_port
 
 
@@ -70,17 +69,6 @@ async def test_metrics_endpoint_off_when_disabled() -> None:
         assert bc.http("/healthz")[0] == 200
 
 
-async def produce(broker: KafkaBroker, topic: str, values: list[str]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers)
-    await producer.start()
-    try:
-        for value in values:
-            await producer.send(topic, value.encode())
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
 async def test_kafka_group_resumes_after_committed_offset(
     kafka_broker: KafkaBroker, name: str
 ) -> None:
@@ -100,7 +88,11 @@ async def test_kafka_group_resumes_after_committed_offset(
             await wait_for(
                 lambda: bc.metric("brokercast_clients_connected") == 1, 5, "client"
             )
-            await produce(kafka_broker, name, [f"first-{i}" for i in range(5)])
+            await produce_to_kafka(
+                kafka_broker.bootstrap_servers,
+                name,
+                [b"first-%d" % i for i in range(5)],
+            )
             assert await receive(client, 5, seconds(30)) == [
                 f"first-{i}" for i in range(5)
             ]
@@ -110,7 +102,11 @@ async def test_kafka_group_resumes_after_committed_offset(
         await bc.wait_listening()
         async with connect(bc.base_url) as client:
             await bc.wait_ready()
-            await produce(kafka_broker, name, [f"second-{i}" for i in range(5)])
+            await produce_to_kafka(
+                kafka_broker.bootstrap_servers,
+                name,
+                [b"second-%d" % i for i in range(5)],
+            )
             # A replay of the committed records would arrive before these.
             messages = await receive(client, 5, seconds(30))
         assert messages == [f"second-{i}" for i in range(5)]

@@ -11,11 +11,10 @@ from collections.abc import Callable
 
 import pytest
 import redis.asyncio
-from aiokafka import AIOKafkaProducer
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.helpers import Brokercast, receive, seconds, wait_for
+from tests.helpers import Brokercast, produce_to_kafka, receive, seconds, wait_for
 from tools.brokers import KafkaBroker, RedisServer
 
 
@@ -37,17 +36,6 @@ def redis_source(
     return {"type": "redis", "url": server.url, "streams": list(streams), **options}
 
 
-async def produce(broker: KafkaBroker, topic: str, values: list[bytes]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers)
-    await producer.start()
-    try:
-        for value in values:
-            await producer.send(topic, value)
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
 async def test_kafka_two_clients_get_ten_in_order(
     kafka_broker: KafkaBroker, name: str
 ) -> None:
@@ -61,7 +49,7 @@ async def test_kafka_two_clients_get_ten_in_order(
                 "both clients registered",
             )
             values = [f"event-{i}".encode() for i in range(10)]
-            await produce(kafka_broker, name, values)
+            await produce_to_kafka(kafka_broker.bootstrap_servers, name, values)
             expected = [v.decode() for v in values]
             assert await receive(first, 10, seconds(20)) == expected
             assert await receive(second, 10, seconds(20)) == expected
