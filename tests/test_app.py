@@ -141,3 +141,29 @@ async def test_redis_group_acks_delivered_entries(
             await writer.aclose()
         assert groups[0]["name"] == b"bridge"
         assert groups[0]["consumers"] == 1
+
+
+async def test_redis_group_sigterm_exits_promptly(
+    redis_server: RedisServer, name: str
+) -> None:
+    """Shutdown does not hang when a Redis command swallows the cancellation.
+
+    The race is timing-dependent, so the test repeats the stop several times.
+    """
+    source = {"type": "redis", "url": redis_server.url, "streams": [name]}
+    source["group"] = "bridge"
+    writer = redis.asyncio.Redis.from_url(redis_server.url)
+    for attempt in range(6):
+        with Brokercast({"sources": {"events": source}}) as bc:
+            await bc.wait_ready()
+            async with connect(bc.base_url) as client:
+                await wait_for(
+                    lambda: bc.metric("brokercast_clients_connected") == 1, 5, "client"
+                )
+                for i in range(3):
+                    await writer.xadd(name, {"data": f"{attempt}-{i}"})
+                await receive(client, 3, seconds(10))
+                code = await bc.terminate(timeout=seconds(5))
+            assert code == 0, bc.log()
+            assert client.close_code == 1001
+    await writer.aclose()

@@ -33,6 +33,22 @@ ENTRY_POINT_GROUP = "brokercast.sources"
 logger = logging.getLogger("brokercast.source")
 
 
+async def cancel_and_wait(
+    task: asyncio.Task[None], retry_interval: float = 0.5
+) -> None:
+    """Cancel ``task`` and wait until it has ended, whatever it raised.
+
+    redis-py's asyncio client can swallow a CancelledError that arrives at the
+    wrong moment (redis/redis-py#2028), leaving the task running, so the cancel is
+    repeated every ``retry_interval`` seconds until the task ends.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=retry_interval)
+    if not task.cancelled():
+        task.exception()  # retrieved so asyncio does not log it as unhandled
+
+
 class SourceState(enum.Enum):
     """Lifecycle state of a source, as reported by /readyz and metrics."""
 
@@ -98,10 +114,8 @@ class Source:
     async def stop_reading(self) -> None:
         """Stop reading from the broker; safe to call twice."""
         task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        if task is not None:
+            await cancel_and_wait(task)
 
     async def close(self) -> None:
         """Stop reading, then commit or ack what was handed to the hub."""

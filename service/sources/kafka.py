@@ -19,7 +19,7 @@ from aiokafka.helpers import create_ssl_context
 
 from service.events import Event
 from service.settings import OptionReader
-from service.sources import Source, SourceState
+from service.sources import Source, SourceState, cancel_and_wait
 
 logger = logging.getLogger("brokercast.source")
 
@@ -147,8 +147,7 @@ class KafkaSource(Source):
                 if self.options.group_id is not None:
                     await self._commit(consumer)
         finally:
-            watchdog.cancel()
-            await asyncio.gather(watchdog, return_exceptions=True)
+            await cancel_and_wait(watchdog)
 
     async def _watch(self, consumer: AIOKafkaConsumer) -> None:
         """Ask the brokers for metadata now and then to learn whether they answer.

@@ -23,7 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.events import Event
 from service.settings import OptionReader
-from service.sources import Source, SourceState
+from service.sources import Source, SourceState, cancel_and_wait
 
 logger = logging.getLogger("brokercast.source")
 
@@ -205,8 +205,7 @@ class RedisSource(Source):
                 await self._read_group_once(client, ">")
                 self._missing_group_logged = False
         finally:
-            acker.cancel()
-            await asyncio.gather(acker, return_exceptions=True)
+            await cancel_and_wait(acker)
 
     async def _read_once(self, client: Redis) -> None:
         positions: dict[Any, Any] = dict(self._positions)
