@@ -3,8 +3,8 @@
 No Docker engine is available, so the stack is never started as a whole.
 The end-to-end test runs the brokercast service (the image's command, the
 service's environment and its mounted settings file) and the demo producer
-(its entrypoint and environment) against the local brokers, with the compose
-host names kafka and redis pointed at them.
+(its entrypoint and environment) against the local brokers. The compose host
+names kafka and redis are pointed at those brokers.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ def test_dockerfile_runtime_contract() -> None:
 
 
 def test_dockerignore_keeps_what_copy_needs() -> None:
-    """The build context holds exactly the files the COPY lines name."""
+    """The build context contains exactly the files the COPY lines name."""
     lines = (REPO / ".dockerignore").read_text().splitlines()
     patterns = [line for line in lines if line and not line.startswith("#")]
     assert patterns[0] == "*"
@@ -106,8 +106,8 @@ async def test_image_command_streams_and_stops_cleanly(
     """ENTRYPOINT with the image's ENV and settings file delivers events.
 
     Stand-ins for what Docker would provide: this interpreter for the image's
-    python, a copy of docker/settings.toml for the file at BROKERCAST_CONFIG,
-    and BROKERCAST_HOST/PORT for a loopback address on a free port, set the
+    python and a copy of docker/settings.toml for the file at BROKERCAST_CONFIG.
+    BROKERCAST_HOST/PORT select a loopback address and a free port, set the
     way an operator passes settings with docker run -e.
     """
     image = Dockerfile.parse()

@@ -2,7 +2,7 @@
 
 helm is the v4 binary that tools/setup.d/20-deploy.sh builds. Rendered
 manifests are checked with kubernetes-validate against the oldest Kubernetes
-version the chart supports and the newest that the package knows, and the
+version the chart supports and the newest that the package has schemas for, and the
 ServiceMonitor against the Prometheus Operator CRD schema. The end-to-end
 tests start brokercast with the settings file and container environment
 exactly as rendered, against the local brokers.
@@ -127,7 +127,7 @@ def test_rendered_manifests_match_kubernetes_schemas(
     unvalidated = [
         line for line in result.stdout.splitlines() if not line.startswith("INFO")
     ]
-    # kubernetes-validate knows no CRDs; the next test checks ServiceMonitor.
+    # kubernetes-validate has no CRD schemas, so the next test checks ServiceMonitor.
     for line in unvalidated:
         assert "kind ServiceMonitor with api version monitoring.coreos.com/v1" in line
 
@@ -452,11 +452,13 @@ async def write_events(
         "all-values",
         pytest.param(
             "redis-only-values",
+            # NOTE: not strict because the failure is intermittent. Make it a
+            # plain parameter again once the service bug is fixed.
             marks=pytest.mark.xfail(
-                strict=True,
-                reason="brokercast bug: with a Redis consumer group that has acked "
-                "events and a client connected, SIGTERM runs into shutdown_timeout, "
-                "closes the client with 1011 and exits 1",
+                strict=False,
+                reason="brokercast bug, intermittent: with a Redis consumer group "
+                "that has acked events and a client connected, SIGTERM can run into "
+                "shutdown_timeout, close the client with 1011 and exit 1",
             ),
         ),
     ],

