@@ -450,17 +450,7 @@ async def write_events(
     "values_name",
     [
         "all-values",
-        pytest.param(
-            "redis-only-values",
-            # NOTE: not strict because the failure is intermittent. Make it a
-            # plain parameter again once the service bug is fixed.
-            marks=pytest.mark.xfail(
-                strict=False,
-                reason="brokercast bug, intermittent: with a Redis consumer group "
-                "that has acked events and a client connected, SIGTERM can run into "
-                "shutdown_timeout, close the client with 1011 and exit 1",
-            ),
-        ),
+        "redis-only-values",
     ],
 )
 async def test_rendered_pod_delivers_events(
