@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -99,11 +100,16 @@ class RedisSource(Source):
 
     @classmethod
     def parse_options(cls, reader: OptionReader) -> RedisOptions:
+        # An environment variable START=0 arrives as the integer 0, so the value
+        # is read as a string first and compared afterwards.
+        start = reader.string("start", "$")
+        if start not in ("$", "0"):
+            raise reader.fail("start", start, "one of $, 0")
         return RedisOptions(
             url=reader.string("url"),
             streams=reader.string_list("streams"),
             group=reader.optional_string("group"),
-            start=reader.choice("start", "$", ("$", "0")),
+            start=start,
             field=reader.optional_string("field"),
             block_ms=reader.integer("block_ms", 5000, 1, 3_600_000),
             count=reader.integer("count", 100, 1, 100_000),
@@ -132,6 +138,10 @@ class RedisSource(Source):
                 await client.ping()
                 if self.options.group is not None:
                     await self._create_groups(client, self._group_start)
+                    # A group missing on a later connect went away with its
+                    # stream (an empty restart, FLUSHALL, DEL), so every entry
+                    # in the new stream is one this group has not seen.
+                    self._group_start = "0"
                     await self._resume_group(client)
                 else:
                     await self._resolve_start(client)
@@ -200,10 +210,18 @@ class RedisSource(Source):
             while True:
                 await self._read_once(client)
         acker = asyncio.create_task(self._ack_loop(client), name="redis-ack")
+        claim_every = max(1.0, self.options.claim_idle_ms / 2000)
+        next_claim = time.monotonic() + claim_every
         try:
             while True:
                 await self._read_group_once(client, ">")
                 self._missing_group_logged = False
+                # A replica that crashed leaves entries pending while this one
+                # runs, so stale entries are claimed between reads, not only
+                # at connect.
+                if time.monotonic() >= next_claim:
+                    await self._claim_stale(client)
+                    next_claim = time.monotonic() + claim_every
         finally:
             await cancel_and_wait(acker)
 
@@ -222,6 +240,10 @@ class RedisSource(Source):
     async def _resume_group(self, client: Redis) -> None:
         """Deliver entries pending for this consumer, then claim stale ones."""
         await self._read_group_once(client, "0")
+        await self._claim_stale(client)
+
+    async def _claim_stale(self, client: Redis) -> None:
+        """Take over and deliver entries idle at any consumer for claim_idle_ms."""
         assert self.options.group is not None
         for stream in self.options.streams:
             cursor = "0-0"
