@@ -91,7 +91,7 @@
     row.className = "fresh";
     row.dataset.channel = event.channel || "";
     row.append(
-      cell("time", new Date().toLocaleTimeString()),
+      cell("time", new Date().toLocaleTimeString([], { hour12: false })),
       cell("channel", event.channel || "–"),
       cell("position", event.position || "–"),
       cell("age", formatAge(event.timestamp)),
