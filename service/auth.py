@@ -6,10 +6,10 @@ shared secret, and ``jwt`` accepts a JSON Web Token signed with HMAC-SHA256
 ``channels`` claim, a list of channel names, which limits the client to those
 channels.
 
-The JWT check is written with :mod:`hmac`, :mod:`hashlib` and :mod:`base64`
-rather than a library because brokercast accepts exactly one algorithm: fixing
-it here removes the algorithm-confusion cases (``none``, RS256 keys used as
-HMAC secrets) instead of configuring them away, and adds no dependency.
+The JWT check uses :mod:`hmac`, :mod:`hashlib` and :mod:`base64` rather than
+a library, because brokercast accepts exactly one algorithm. Fixing it in code
+removes the algorithm-confusion cases (``none``, RS256 keys used as HMAC
+secrets) instead of configuring them away, and adds no dependency.
 
 Clients present the token in one of three places, checked in this order: the
 ``Sec-WebSocket-Protocol`` header as ``bearer.<token>`` next to the real
@@ -44,8 +44,8 @@ SUBPROTOCOL = "brokercast"
 #: Prefix of the offered subprotocol that carries the token.
 BEARER_PREFIX = "bearer."
 
-#: Longest token in characters that is looked at; longer ones are rejected
-#: before any decoding, so a huge header costs no base64 or JSON work.
+#: Maximum token length in characters. Longer tokens are rejected before any
+#: decoding, so a huge header costs no base64 or JSON work.
 MAX_TOKEN_CHARS = 8192
 
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
@@ -54,8 +54,8 @@ _BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 class AuthError(BrokercastError):
     """A handshake presented no token or an invalid one.
 
-    The message says why in a few words and never contains the token, so it
-    is safe to log.
+    The message states the cause in a few words and never contains the token,
+    so it is safe to log.
     """
 
 
@@ -77,7 +77,7 @@ class AuthSettings:
 
 @dataclass(frozen=True)
 class Grant:
-    """What one authenticated client may do."""
+    """Permissions of one authenticated client."""
 
     #: Channels it may subscribe to; ``None`` means every channel, ``/`` too.
     channels: frozenset[str] | None = None

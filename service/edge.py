@@ -1,9 +1,9 @@
 """Admission rules for websocket handshakes: origins and connection rates.
 
 Browsers send an ``Origin`` header with every websocket handshake and let any
-page open a websocket to any host, so without an origin check a page on any
-site could read the events of a brokercast its visitor can reach (cross-site
-websocket hijacking). :class:`OriginPolicy` decides which origins may connect.
+page open a websocket to any host. Without an origin check, a page on any site
+could therefore read the events of a brokercast its visitor can reach
+(cross-site websocket hijacking). :class:`OriginPolicy` decides which origins may connect.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def _is_wildcard(host: str) -> bool:
 class OriginPolicy:
     """Decides from the ``Origin`` and ``Host`` headers whether a handshake may go on.
 
-    ``allowed`` holds exact origins, ``scheme://*.example.com[:port]`` patterns
+    ``allowed`` contains exact origins, ``scheme://*.example.com[:port]`` patterns
     (any subdomain, not the domain itself) or ``*`` for any origin. When it is
     empty, only an origin whose host and port equal the request's ``Host``
     header is accepted, which admits the page brokercast serves itself and

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 
-#: What a removed secret is replaced with.
+#: Replacement text for a removed secret.
 REDACTED = "[redacted]"
 
 _PATTERNS = (

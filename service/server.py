@@ -234,7 +234,7 @@ class WebsocketServer:
         return self._admit(connection, request)
 
     def _serve_page(self, path: str) -> Response | None:
-        # None lets websockets answer 426 Upgrade Required, as for any plain
+        # None lets websockets return 426 Upgrade Required, as for any plain
         # GET that is not a page.
         page = self.static.get(path)
         if page is None:

@@ -478,7 +478,7 @@ def _build_allowed_origins(reader: OptionReader) -> tuple[str, ...]:
     return tuple(entry.strip() for entry in entries)
 
 
-#: Shortest secrets accepted: RFC 7518 asks for an HS256 key of at least
+#: Shortest secrets accepted: RFC 7518 requires an HS256 key of at least
 #: 256 bits; a shared token gets the same floor.
 MIN_SECRET_CHARS = 32
 
