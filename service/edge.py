@@ -3,7 +3,8 @@
 Browsers send an ``Origin`` header with every websocket handshake and let any
 page open a websocket to any host. Without an origin check, a page on any site
 could therefore read the events of a brokercast its visitor can reach
-(cross-site websocket hijacking). :class:`OriginPolicy` decides which origins may connect.
+(cross-site websocket hijacking). :class:`OriginPolicy` decides which origins
+may connect.
 """
 
 from __future__ import annotations
