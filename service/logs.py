@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from service.redact import RedactingFormatter
+
 #: Attributes every LogRecord has; anything else was passed in ``extra``.
 _STANDARD = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
@@ -75,7 +77,10 @@ def configure_logging(instance_id: str, level: str, fmt: str) -> None:
     """Send every log record to stderr in ``fmt`` (``text`` or ``json``)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_InstanceFilter(instance_id))
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    formatter = JsonFormatter() if fmt == "json" else TextFormatter()
+    # Every line passes the redaction, websockets' own included, because
+    # handshake paths and headers may carry tokens.
+    handler.setFormatter(RedactingFormatter(formatter))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -21,6 +21,14 @@ from service import __version__
 
 #: Reasons an event is not delivered to a client, used as the ``reason`` label.
 DROP_REASONS = ("no_clients", "slow_client", "oversize", "missing_field")
+#: Reasons a handshake is rejected, used as the ``reason`` label.
+REJECT_REASONS = (
+    "origin",
+    "unauthorized",
+    "forbidden_channel",
+    "max_connections",
+    "rate_limited",
+)
 
 
 class Metrics:
@@ -69,6 +77,14 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.connections_rejected = Counter(
+            "brokercast_connections_rejected_total",
+            "Websocket handshakes answered with an HTTP error, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in REJECT_REASONS:
+            self.connections_rejected.labels(reason)
         self.source_up = Gauge(
             "brokercast_source_up",
             "1 while the source is connected and consuming, 0 otherwise.",

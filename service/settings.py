@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import ssl
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Any, TypeVar
 from dynaconf import Dynaconf
 from dynaconf.utils.inspect import get_history
 
+from service.auth import AUTH_MODES, AuthSettings
+from service.edge import check_origin_pattern
 from service.errors import ConfigError
 
 ENV_PREFIX = "BROKERCAST"
@@ -69,6 +72,28 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "text"
     sources: tuple[SourceSettings, ...] = field(default_factory=tuple)
+    #: Origins whose pages may connect: exact ``scheme://host[:port]``,
+    #: ``scheme://*.example.com`` patterns or ``*`` for any. Empty: only an
+    #: origin whose host and port equal the request's ``Host`` header.
+    allowed_origins: tuple[str, ...] = ()
+    #: Accept handshakes without an ``Origin`` header (clients that are not
+    #: browsers send none).
+    allow_missing_origin: bool = True
+    #: Token authentication of handshakes; off by default.
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    #: PEM certificate chain and private key; both set turns on TLS (wss://).
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    #: Open websocket connections above which handshakes get HTTP 503;
+    #: 0 means no limit.
+    max_connections: int = 10_000
+    #: Handshakes a second one client address may start (a burst of up to
+    #: this many at once); more get HTTP 429. 0 turns the limit off.
+    max_connection_rate_per_address: float = 0.0
+    #: Seconds a client has to complete the opening handshake (TLS included).
+    open_timeout: float = 10.0
+    #: Serve the demo page at ``GET /`` and the JS client at ``/client.js``.
+    demo_page: bool = True
 
 
 TOP_LEVEL_KEYS = frozenset(Settings.__dataclass_fields__)
@@ -400,9 +425,126 @@ def _build(
         log_level=reader.choice("log_level", defaults.log_level, LOG_LEVELS),
         log_format=reader.choice("log_format", defaults.log_format, LOG_FORMATS),
         sources=_build_sources(reader, origins, source_parsers),
+        **_build_edge(reader, origins),
     )
     reader.check_unknown()
     return settings
+
+
+def _build_edge(reader: OptionReader, origins: Origins) -> dict[str, Any]:
+    """Read the settings of the browser edge: origins, auth, TLS and limits."""
+    defaults = Settings()
+    cert_file, key_file = _build_tls(reader)
+    return {
+        "allowed_origins": _build_allowed_origins(reader),
+        "allow_missing_origin": reader.boolean(
+            "allow_missing_origin", defaults.allow_missing_origin
+        ),
+        "auth": _build_auth(reader, origins),
+        "tls_cert_file": cert_file,
+        "tls_key_file": key_file,
+        "max_connections": reader.integer(
+            "max_connections", defaults.max_connections, 0
+        ),
+        "max_connection_rate_per_address": reader.number(
+            "max_connection_rate_per_address",
+            defaults.max_connection_rate_per_address,
+        ),
+        "open_timeout": _positive(reader, "open_timeout", defaults.open_timeout),
+        "demo_page": reader.boolean("demo_page", defaults.demo_page),
+    }
+
+
+def _positive(reader: OptionReader, key: str, default: float) -> float:
+    value = reader.number(key, default)
+    if value <= 0:
+        raise reader.fail(key, reader.raw(key), "a number greater than 0")
+    return value
+
+
+def _build_allowed_origins(reader: OptionReader) -> tuple[str, ...]:
+    if not reader.has("allowed_origins"):
+        reader.used.add("allowed_origins")
+        return ()
+    entries = reader.string_list("allowed_origins")
+    for entry in entries:
+        problem = check_origin_pattern(entry.strip())
+        if problem is not None:
+            raise reader.fail(
+                "allowed_origins",
+                reader.raw("allowed_origins"),
+                f"a list of origins or *; {entry!r} is {problem}",
+            )
+    return tuple(entry.strip() for entry in entries)
+
+
+#: Shortest secrets accepted: RFC 7518 requires an HS256 key of at least
+#: 256 bits; a shared token gets the same floor.
+MIN_SECRET_CHARS = 32
+
+
+def _build_auth(reader: OptionReader, origins: Origins) -> AuthSettings:
+    table = reader.raw("auth") or {}
+    if not isinstance(table, Mapping):
+        raise reader.fail("auth", table, "a table with mode, secret, ...")
+    auth = OptionReader(table, ("auth",), origins)
+    defaults = AuthSettings()
+    mode = auth.choice("mode", defaults.mode, AUTH_MODES)
+    if mode == "none":
+        for key in ("secret", "issuer", "audience", "leeway"):
+            auth.raw(key)
+        auth.check_unknown()
+        return AuthSettings()
+
+    secret = auth.string("secret")
+    if len(secret) < MIN_SECRET_CHARS:
+        # The message must not show the secret itself.
+        raise auth.fail(
+            "secret",
+            f"<{len(secret)} characters>",
+            f"at least {MIN_SECRET_CHARS} characters",
+        )
+    settings = AuthSettings(
+        mode=mode,
+        secret=secret,
+        issuer=auth.string("issuer")
+        if mode == "jwt"
+        else auth.optional_string("issuer"),
+        audience=auth.string("audience")
+        if mode == "jwt"
+        else auth.optional_string("audience"),
+        leeway=auth.number("leeway", defaults.leeway),
+    )
+    auth.check_unknown()
+    return settings
+
+
+def _build_tls(reader: OptionReader) -> tuple[str | None, str | None]:
+    cert_file = reader.optional_string("tls_cert_file")
+    key_file = reader.optional_string("tls_key_file")
+    if (cert_file is None) != (key_file is None):
+        missing = "tls_key_file" if key_file is None else "tls_cert_file"
+        raise reader.fail(missing, None, "a file name, since TLS needs both files")
+    if cert_file is None or key_file is None:
+        return None, None
+    for key, path in (("tls_cert_file", cert_file), ("tls_key_file", key_file)):
+        if not Path(path).is_file():
+            raise reader.fail(key, path, "an existing, readable PEM file")
+    try:
+        make_tls_context(cert_file, key_file)
+    except (OSError, ssl.SSLError) as error:
+        raise reader.fail(
+            "tls_cert_file", cert_file, f"a certificate matching tls_key_file ({error})"
+        ) from error
+    return cert_file, key_file
+
+
+def make_tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """Return a server TLS context (TLS 1.2 or later) for the two PEM files."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_file, key_file)
+    return context
 
 
 def _build_sources(
