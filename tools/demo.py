@@ -103,6 +103,7 @@ async def produce(kafka: KafkaBroker, redis_url: str, interval: float) -> None:
 async def watch(port: int) -> None:
     async with connect(f"ws://127.0.0.1:{port}/") as client:
         print(f"demo: watching ws://127.0.0.1:{port}/", flush=True)
+        print(f"demo: open http://127.0.0.1:{port}/ in a browser", flush=True)
         async for message in client:
             print(f"client received: {message!s}", flush=True)
 
