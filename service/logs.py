@@ -73,10 +73,48 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(document, default=str).decode()
 
 
+class _PeerErrorFilter(logging.Filter):
+    """Turns websockets' ERROR records into one-line WARNINGs, one a minute.
+
+    websockets logs some failures that a peer can cause at will at ERROR with a
+    traceback; pipelined HTTP requests on the websocket port are one
+    (websockets 17.4). Anyone who can reach the port could flood the log, so such
+    records become short warnings with a count of those left out.
+    """
+
+    interval = 60.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("websockets") or record.levelno < logging.ERROR:
+            return True
+        key = record.getMessage()
+        now = time.monotonic()
+        if now - self._last.get(key, -self.interval) < self.interval:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return False
+        self._last[key] = now
+
+        message = key
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            message = f"{key}: {type(error).__name__}: {error}".rstrip(": ")
+        record.msg, record.args = message, None
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.suppressed_since_last = self._suppressed.pop(key, 0)
+        return True
+
+
 def configure_logging(instance_id: str, level: str, fmt: str) -> None:
     """Send every log record to stderr in ``fmt`` (``text`` or ``json``)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_InstanceFilter(instance_id))
+    handler.addFilter(_PeerErrorFilter())
     formatter = JsonFormatter() if fmt == "json" else TextFormatter()
     # Every line passes the redaction, websockets' own included, because
     # handshake paths and headers may carry tokens.

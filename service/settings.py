@@ -9,6 +9,7 @@ keys. Every value is checked before any socket is bound; a bad one raises
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import ssl
@@ -29,6 +30,8 @@ CONFIG_ENV = "BROKERCAST_CONFIG"
 CODECS = ("plain", "json", "raw")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+#: Settings file types; dynaconf would also run ``.py`` files and skip unknown ones.
+FILE_TYPES = (".toml", ".yaml", ".yml", ".json")
 TRUE_WORDS = frozenset({"true", "yes", "on", "1"})
 FALSE_WORDS = frozenset({"false", "no", "off", "0"})
 
@@ -223,12 +226,18 @@ class OptionReader:
             raise self.fail(key, value, f"an integer from {minimum}{upper}")
         return number
 
-    def number(self, key: str, default: float, minimum: float = 0.0) -> float:
-        """Return a float of at least ``minimum``."""
+    def number(
+        self, key: str, default: float, minimum: float = 0.0, maximum: float = 86_400.0
+    ) -> float:
+        """Return a finite float from ``minimum`` to ``maximum`` (inclusive).
+
+        The default maximum of one day suits every duration in seconds here and
+        keeps values such as ``1e300`` away from timers that cannot take them.
+        """
         value = self._get(key, default)
         number = _as_float(value)
-        if number is None or number < minimum:
-            raise self.fail(key, value, f"a number of at least {minimum:g}")
+        if number is None or not minimum <= number <= maximum:
+            raise self.fail(key, value, f"a number from {minimum:g} to {maximum:g}")
         return number
 
     def boolean(self, key: str, default: bool) -> bool:
@@ -283,20 +292,22 @@ def _as_int(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
-        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        # isdigit() accepts digits such as "²" that int() rejects.
+        if text.isascii() and text.lstrip("+-").isdigit():
+            return int(text)
     return None
 
 
 def _as_float(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
     try:
-        return float(value)
-    except (TypeError, ValueError):
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
         return None
+    return number if math.isfinite(number) else None
 
 
 SourceParser = Callable[[OptionReader], Any]
@@ -321,6 +332,11 @@ def load_settings(
     for path in files:
         if not Path(path).is_file():
             raise ConfigError(f"settings file not found: {path} (from {origin})")
+        if Path(path).suffix.lower() not in FILE_TYPES:
+            raise ConfigError(
+                f"invalid settings file {path} (from {origin}): expected a name "
+                "ending in " + ", ".join(FILE_TYPES)
+            )
 
     dynaconf = Dynaconf(
         envvar_prefix=ENV_PREFIX,
@@ -332,7 +348,8 @@ def load_settings(
     try:
         values = _lower_keys(dynaconf.as_dict())
     except Exception as error:  # dynaconf raises many types for unparsable files
-        raise ConfigError(f"cannot read settings: {error}") from error
+        text = " ".join(str(error).split())
+        raise ConfigError(f"cannot read settings: {text}") from error
     # BROKERCAST_CONFIG names the files; it is not a setting of its own.
     for key in ("load_dotenv", "config"):
         values.pop(key, None)
@@ -362,7 +379,21 @@ def _with_secrets(files: Sequence[str]) -> list[str]:
 def _check_environment(env: Mapping[str, str]) -> None:
     """Reject empty values and keys that dynaconf would silently misread."""
     for name, value in sorted(env.items()):
-        if not name.upper().startswith(ENV_PREFIX + "_") or name == CONFIG_ENV:
+        if name.upper().endswith("_FOR_DYNACONF"):
+            # These would change how dynaconf reads BROKERCAST_* (its prefix,
+            # its loaders), so brokercast would run on settings nobody wrote.
+            raise ConfigError(
+                f"invalid environment variable {name}={value!r}: dynaconf's own "
+                "variables are not supported; unset it"
+            )
+        if not name.startswith(ENV_PREFIX + "_"):
+            continue
+        if name == CONFIG_ENV:
+            if not value.strip():
+                raise ConfigError(
+                    f"invalid setting {name}='' (from environment variable {name}): "
+                    "the value is empty; unset the variable or name a settings file"
+                )
             continue
         if not value.strip():
             raise ConfigError(
@@ -408,7 +439,9 @@ def _build(
         codec=reader.choice("codec", defaults.codec, CODECS),
         id=reader.string("id", new_instance_id()),
         enable_metric=reader.boolean("enable_metric", defaults.enable_metric),
-        shutdown_timeout=reader.number("shutdown_timeout", defaults.shutdown_timeout),
+        shutdown_timeout=reader.number(
+            "shutdown_timeout", defaults.shutdown_timeout, minimum=0.1
+        ),
         event_queue_size=reader.integer(
             "event_queue_size", defaults.event_queue_size, 1
         ),

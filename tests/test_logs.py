@@ -52,3 +52,20 @@ def test_level_filters_debug(
     configure_logging("brokercast-0000abcd", "INFO", "text")
     logging.getLogger("brokercast.hub").debug("hidden")
     assert capsys.readouterr().err == ""
+
+
+def test_websockets_errors_become_rare_warnings(
+    capsys: pytest.CaptureFixture[str], restore_root_logger: object
+) -> None:
+    """A peer-triggered websockets ERROR is logged once a minute, without traceback."""
+    configure_logging("brokercast-0000abcd", "INFO", "text")
+    server_logger = logging.getLogger("websockets.server")
+    for _ in range(3):
+        try:
+            raise AssertionError("eof sent twice")
+        except AssertionError:
+            server_logger.error("unexpected internal error", exc_info=True)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    assert " WARNING websockets.server unexpected internal error: " in lines[0]
+    assert "AssertionError: eof sent twice" in lines[0]

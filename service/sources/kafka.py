@@ -51,6 +51,17 @@ class KafkaOptions:
     request_timeout_ms: int = 10_000
 
 
+def _is_host_port(text: str) -> bool:
+    """Return whether ``text`` is ``host:port`` or ``[v6 address]:port``."""
+    host, separator, port = text.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        return False  # an IPv6 address needs brackets when a port follows
+    valid_port = port.isascii() and port.isdigit() and 0 < int(port) < 65536
+    return bool(separator and host and valid_port)
+
+
 class KafkaSource(Source):
     """Consumes Kafka topics with :class:`aiokafka.AIOKafkaConsumer`."""
 
@@ -66,6 +77,11 @@ class KafkaSource(Source):
     @classmethod
     def parse_options(cls, reader: OptionReader) -> KafkaOptions:
         servers = reader.string_list("bootstrap_servers")
+        for server in servers:
+            if not _is_host_port(server):
+                raise reader.fail(
+                    "bootstrap_servers", server, "host:port entries, e.g. kafka:9092"
+                )
         options = KafkaOptions(
             bootstrap_servers=servers,
             topics=reader.string_list("topics"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.connection import parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -73,6 +75,20 @@ def entry_payload(fields: Fields, field: str | None) -> bytes | None:
     return orjson.dumps(document)
 
 
+def _checked_url(reader: OptionReader) -> str:
+    """Return the ``url`` option once redis-py can parse it."""
+    url = reader.string("url")
+    try:
+        parse_url(url)
+    except ValueError as error:
+        # The password, if any, must not reach the error line or the log.
+        shown = re.sub(r"//[^@/]*@", "//***@", url)
+        raise reader.fail(
+            "url", shown, f"a redis://, rediss:// or unix:// URL ({error})"
+        ) from None
+    return url
+
+
 def entry_timestamp(entry_id: str) -> int | None:
     """Return the milliseconds part of an entry id such as ``1700000000000-0``."""
     head = entry_id.split("-", 1)[0]
@@ -106,7 +122,7 @@ class RedisSource(Source):
         if start not in ("$", "0"):
             raise reader.fail("start", start, "one of $, 0")
         return RedisOptions(
-            url=reader.string("url"),
+            url=_checked_url(reader),
             streams=reader.string_list("streams"),
             group=reader.optional_string("group"),
             start=start,
@@ -151,16 +167,15 @@ class RedisSource(Source):
             except CONNECTION_ERRORS as error:
                 self.set_state(SourceState.CONNECTING, f"redis unreachable: {error}")
             except ResponseError as error:
-                if not self._handle_response_error(error):
-                    raise
+                self._handle_response_error(error)
             finally:
                 self._client = None
                 await client.aclose()
             await asyncio.sleep(self.backoff(attempt))
             attempt += 1
 
-    def _handle_response_error(self, error: ResponseError) -> bool:
-        """Decide whether a server error is one to reconnect after."""
+    def _handle_response_error(self, error: ResponseError) -> None:
+        """Record a server error; the caller reconnects after a backoff."""
         text = str(error)
         if text.startswith("NOGROUP") or "no longer exists" in text:
             # The stream or its group went away (DEL, FLUSHALL, a restart without
@@ -173,11 +188,14 @@ class RedisSource(Source):
                 self._missing_group_logged = True
             self._group_start = "0"
             self.set_state(SourceState.CONNECTING, f"group missing: {text}")
-            return True
+            return
         if text.startswith(("LOADING", "BUSY", "MASTERDOWN", "READONLY")):
             self.set_state(SourceState.CONNECTING, f"redis not ready: {text}")
-            return True
-        return False
+            return
+        # Anything else (WRONGTYPE on a key that is not a stream, a database
+        # index out of range) may be fixed by an operator while brokercast runs,
+        # so the source reports it once, stays not ready and retries with backoff.
+        self.set_state(SourceState.FAILED, f"redis error: {text}")
 
     async def _resolve_start(self, client: Redis) -> None:
         """Turn ``$`` into the id of the last entry, once per stream.

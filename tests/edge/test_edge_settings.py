@@ -134,7 +134,7 @@ def test_unknown_auth_key(monkeypatch: pytest.MonkeyPatch) -> None:
     ("key", "value", "expected"),
     [
         ("MAX_CONNECTIONS", "-1", "an integer from 0 or more"),
-        ("MAX_CONNECTION_RATE_PER_ADDRESS", "fast", "a number of at least 0"),
+        ("MAX_CONNECTION_RATE_PER_ADDRESS", "fast", "a number from 0 to 86400"),
         ("OPEN_TIMEOUT", "0", "a number greater than 0"),
         ("DEMO_PAGE", "maybe", "true or false"),
         ("ALLOW_MISSING_ORIGIN", "perhaps", "true or false"),
