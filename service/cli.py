@@ -46,6 +46,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run brokercast until SIGTERM or SIGINT and return the exit code."""
+    # A signal before the event loop exists stops start-up quietly; nothing has
+    # been opened yet that needs closing.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_before_start)
     args = parse_args(argv)
     try:
         settings = load_settings(args.config)
@@ -55,7 +59,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure_logging(settings.id, settings.log_level, settings.log_format)
     with _runner() as runner:
-        return runner.run(_serve(settings))
+        code = runner.run(_serve(settings))
+    # The loop's handlers are gone now; a late second signal must not turn a
+    # clean shutdown into death by signal.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)
+    return code
+
+
+def _exit_before_start(signum: int, frame: object) -> None:
+    raise SystemExit(EXIT_OK)
 
 
 def _runner() -> asyncio.Runner:
@@ -84,8 +97,14 @@ async def _serve(settings: Settings) -> int:
 
     await stop.wait()
     logger.info("shutdown requested")
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, _log_repeated_signal)
     complete = await app.stop()
     return EXIT_OK if complete else EXIT_FAILED
+
+
+def _log_repeated_signal() -> None:
+    logger.info("shutdown already in progress")
 
 
 def run() -> None:

@@ -9,8 +9,10 @@ keys. Every value is checked before any socket is bound; a bad one raises
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
+import re
 import secrets
 import ssl
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -426,6 +428,27 @@ def _lower_keys(value: Any) -> Any:
     return value
 
 
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$"
+)
+
+
+def _host(reader: OptionReader, default: str) -> str:
+    """Return the listen address: an IPv4 or IPv6 address or a host name."""
+    value = reader.raw("host")
+    if value is None:
+        return default
+    if isinstance(value, str):
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            if _HOSTNAME.match(value):
+                return value
+        else:
+            return value
+    raise reader.fail("host", value, "an IP address or a host name")
+
+
 def _build(
     values: Mapping[str, Any],
     origins: Origins,
@@ -434,7 +457,7 @@ def _build(
     reader = OptionReader(values, (), origins)
     defaults = Settings()
     settings = Settings(
-        host=reader.string("host", defaults.host),
+        host=_host(reader, defaults.host),
         port=reader.integer("port", defaults.port, 1, 65535),
         codec=reader.choice("codec", defaults.codec, CODECS),
         id=reader.string("id", new_instance_id()),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
 import socket
 
 import redis.asyncio
@@ -167,3 +169,27 @@ async def test_redis_group_sigterm_exits_promptly(
             assert code == 0, bc.log()
             assert client.close_code == 1001
     await writer.aclose()
+
+
+async def test_second_sigterm_keeps_clean_exit() -> None:
+    """A signal repeated during shutdown does not kill the process."""
+    with Brokercast() as bc:
+        await bc.wait_listening()
+        assert bc.process is not None
+        bc.process.send_signal(signal.SIGTERM)
+        for _ in range(5):
+            await asyncio.sleep(0.01)
+            if bc.returncode() is None:
+                bc.process.send_signal(signal.SIGTERM)
+        assert await bc.terminate() == 0
+
+
+async def test_sigterm_during_startup_exits_0() -> None:
+    """SIGTERM while modules are still importing ends start-up with exit 0."""
+    with Brokercast() as bc:
+        assert bc.process is not None
+        # Past interpreter start-up, which no Python code can cover.
+        await asyncio.sleep(0.15)
+        bc.process.send_signal(signal.SIGTERM)
+        await wait_for(lambda: bc.returncode() is not None, seconds(10), "exit")
+        assert bc.returncode() == 0

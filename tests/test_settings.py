@@ -100,6 +100,16 @@ def test_boolean_true_spellings(monkeypatch: pytest.MonkeyPatch, word: str) -> N
 
 BAD_ENVIRONMENT = [
     (
+        {"BROKERCAST_HOST": "not a host!!"},
+        "invalid setting host='not a host!!' (from environment variable "
+        "BROKERCAST_HOST): expected an IP address or a host name",
+    ),
+    (
+        {"BROKERCAST_HOST": "127"},
+        "invalid setting host=127 (from environment variable BROKERCAST_HOST): "
+        "expected an IP address or a host name",
+    ),
+    (
         {"BROKERCAST_PORT": "abc"},
         "invalid setting port='abc' (from environment variable BROKERCAST_PORT): "
         "expected an integer from 1 to 65535",

@@ -133,6 +133,10 @@ class KafkaSource(Source):
             consumer = self._new_consumer()
             try:
                 await consumer.start()
+            except asyncio.CancelledError:
+                # Stopped while connecting: flush() never sees this consumer.
+                await self._close_consumer(consumer)
+                raise
             except KafkaError as error:
                 await self._close_consumer(consumer)
                 self.set_state(SourceState.CONNECTING, f"cannot connect: {error}")
