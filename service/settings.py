@@ -9,6 +9,7 @@ keys. Every value is checked before any socket is bound; a bad one raises
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import math
 import os
@@ -122,7 +123,13 @@ class Origins:
                 continue
             loader = str(entry.get("loader", ""))
             if loader.startswith("env"):
-                return f"environment variable {_env_name_for(path)}"
+                # dynaconf records the whole merged table under the variable
+                # that changed one key of it, so only a variable that names
+                # this key (or a table holding it) counts as its origin.
+                name = _env_name_for(path)
+                if name is not None:
+                    return f"environment variable {name}"
+                continue
             if loader not in ("set_method",):
                 return f"file {entry.get('identifier')}"
         return "default"
@@ -139,15 +146,15 @@ def _contains_path(value: Any, path: Sequence[str]) -> bool:
     return True
 
 
-def _env_name_for(path: Sequence[str]) -> str:
+def _env_name_for(path: Sequence[str]) -> str | None:
     wanted = "__".join(path).upper()
     for name in os.environ:
-        if not name.upper().startswith(ENV_PREFIX + "_"):
+        if not name.startswith(ENV_PREFIX + "_"):
             continue
         rest = name[len(ENV_PREFIX) + 1 :].upper()
         if wanted == rest or wanted.startswith(rest + "__"):
             return name
-    return f"{ENV_PREFIX}_{wanted}"
+    return None
 
 
 class OptionReader:
@@ -178,6 +185,16 @@ class OptionReader:
         where = self.origins.describe(path)
         return ConfigError(
             f"invalid setting {dotted}={value!r} (from {where}): expected {expected}"
+        )
+
+    def unknown(self, key: str, value: Any) -> ConfigError:
+        """Build the error for a key that is not a setting, with a likely match."""
+        path = (*self.path, key)
+        where = self.origins.describe(path)
+        close = difflib.get_close_matches(key, sorted(self.used), n=1)
+        hint = f"; did you mean {'.'.join((*self.path, close[0]))}?" if close else ""
+        return ConfigError(
+            f"unknown setting {'.'.join(path)}={value!r} (from {where}){hint}"
         )
 
     def has(self, key: str) -> bool:
@@ -224,8 +241,9 @@ class OptionReader:
         if number is not None and maximum is not None and number > maximum:
             out_of_range = True
         if number is None or out_of_range:
-            upper = f" to {maximum}" if maximum is not None else " or more"
-            raise self.fail(key, value, f"an integer from {minimum}{upper}")
+            if maximum is None:
+                raise self.fail(key, value, f"an integer of at least {minimum}")
+            raise self.fail(key, value, f"an integer from {minimum} to {maximum}")
         return number
 
     def number(
@@ -277,7 +295,7 @@ class OptionReader:
         """Raise for any key that no reader asked for, which is usually a typo."""
         for key, value in self.values.items():
             if key not in self.used:
-                raise self.fail(key, value, "no such setting (check the spelling)")
+                raise self.unknown(key, value)
 
     def _get(self, key: str, default: Any) -> Any:
         self.used.add(key)

@@ -206,8 +206,26 @@ def test_unknown_source_option_rejected(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings([config])
     assert str(caught.value) == (
-        f"invalid setting sources.events.groupp='bridge' (from file {config}): "
-        "expected no such setting (check the spelling)"
+        f"unknown setting sources.events.groupp='bridge' (from file {config}); "
+        "did you mean sources.events.group?"
+    )
+
+
+def test_file_value_not_blamed_on_sibling_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An environment variable for one key of a table does not own its siblings."""
+    config = write(
+        tmp_path / "settings.toml",
+        "[sources.events]\ntype = 'redis'\nurl = 'redis://localhost'\n"
+        "streams = ['events']\nblock_ms = 'slow'\n",
+    )
+    monkeypatch.setenv("BROKERCAST_SOURCES__EVENTS__COUNT", "5")
+    with pytest.raises(ConfigError) as caught:
+        load_settings([config])
+    assert str(caught.value) == (
+        f"invalid setting sources.events.block_ms='slow' (from file {config}): "
+        "expected an integer from 1 to 3600000"
     )
 
 
