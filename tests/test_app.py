@@ -193,3 +193,27 @@ async def test_sigterm_during_startup_exits_0() -> None:
         bc.process.send_signal(signal.SIGTERM)
         await wait_for(lambda: bc.returncode() is not None, seconds(10), "exit")
         assert bc.returncode() == 0
+
+
+async def test_sigterm_while_kafka_down_exits_0(name: str) -> None:
+    """Stopping while the broker is unreachable still ends cleanly."""
+    with KafkaBroker() as broker:
+        broker.create_topic(name)
+        source = {
+            "type": "kafka",
+            "bootstrap_servers": broker.bootstrap_servers,
+            "topics": [name],
+            "group_id": f"{name}-group",
+            "health_interval": 0.2,
+            "request_timeout_ms": 1000,
+        }
+        with Brokercast({"sources": {"orders": source}}) as bc:
+            await bc.wait_ready()
+            broker.stop()
+            await wait_for(
+                lambda: bc.http("/readyz")[0] == 503, seconds(20), "outage noticed"
+            )
+            await asyncio.sleep(seconds(3))
+            assert await bc.terminate() == 0, bc.log()
+            assert "brokercast stopped" in bc.log()
+            assert "Traceback" not in bc.log()

@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-python3 -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-bash tools/setup.sh
+python3 -m pip install --quiet --disable-pip-version-check -e .
+bash tools/setup.sh --brokers-only
 exec python3 -m tools.demo "$@"

@@ -3,7 +3,8 @@
 # redis-server, a Java runtime and Maven when missing, then copy the Apache Kafka
 # jars into the cache folder. Run as root. Safe to run again: each step is
 # skipped when its result is already there. Python packages are installed
-# elsewhere.
+# elsewhere. Without --brokers-only it then runs every tools/setup.d script
+# (chart tools, the browser, benchmark peers), which need Node.js and Go.
 set -euo pipefail
 
 readonly KAFKA_VERSION="4.4.0"
@@ -71,5 +72,8 @@ run_extra_setup() {
 
 install_packages
 copy_kafka_libs
-run_extra_setup
+# The demo needs only the brokers; tests and benchmarks need the rest.
+if [[ "${1:-}" != "--brokers-only" ]]; then
+    run_extra_setup
+fi
 log "done"

@@ -238,7 +238,18 @@ class KafkaSource(Source):
         try:
             await asyncio.wait_for(consumer.stop(), timeout=5)
         except (KafkaError, TimeoutError) as error:
-            logger.warning(
-                "kafka consumer did not stop cleanly",
-                extra={**self.log_extra, "error": str(error)},
-            )
+            self._log_unclean_stop(error)
+        except asyncio.CancelledError as error:
+            # With the brokers unreachable, aiokafka 0.14's stop() can end with
+            # the CancelledError of one of its own tasks. Only a cancellation
+            # of this task is passed on.
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            self._log_unclean_stop(error)
+
+    def _log_unclean_stop(self, error: BaseException) -> None:
+        logger.warning(
+            "kafka consumer did not stop cleanly",
+            extra={**self.log_extra, "error": str(error) or type(error).__name__},
+        )
