@@ -158,14 +158,17 @@ class KafkaSource(Source):
 
     async def _read(self, consumer: AIOKafkaConsumer) -> None:
         watchdog = asyncio.create_task(self._watch(consumer), name="kafka-health")
+        loop = asyncio.get_running_loop()
+        next_commit = loop.time() + self.options.commit_interval
         try:
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=500)
                 for records in batches.values():
                     for record in records:
                         await self.emit(self._to_event(record))
-                if self.options.group_id is not None:
+                if self.options.group_id is not None and loop.time() >= next_commit:
                     await self._commit(consumer)
+                    next_commit = loop.time() + self.options.commit_interval
         finally:
             await cancel_and_wait(watchdog)
 
