@@ -19,7 +19,7 @@ from typing import Any, Self
 from aiokafka import AIOKafkaProducer
 from websockets.asyncio.client import ClientConnection
 
-from tools.brokers import free_port
+from tools.brokers import KafkaBroker, RedisServer, free_port
 
 #: Every wait in the tests is a multiple of this many seconds; raise it with
 #: BROKERCAST_TEST_TIME_UNIT on a slow machine.
@@ -77,6 +77,27 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
+
+
+def kafka_source(
+    broker: KafkaBroker, *topics: str, **options: object
+) -> dict[str, object]:
+    """Return settings of a Kafka source reading ``topics`` from the start."""
+    source: dict[str, object] = {
+        "type": "kafka",
+        "bootstrap_servers": broker.bootstrap_servers,
+        "topics": list(topics),
+        "start": "earliest",
+    }
+    return {**source, **options}
+
+
+def redis_source(
+    server: RedisServer, *streams: str, **options: object
+) -> dict[str, object]:
+    """Return settings of a Redis source reading ``streams``."""
+    source: dict[str, object] = {"type": "redis", "url": server.url}
+    return {**source, "streams": list(streams), **options}
 
 
 class Brokercast:
@@ -165,6 +186,14 @@ class Brokercast:
         code = self.returncode()
         assert code is not None
         return code
+
+    async def wait_clients(self, count: int, timeout: float = 5.0) -> None:
+        """Wait until ``count`` clients are registered with the hub."""
+        await wait_for(
+            lambda: self.metric("brokercast_clients_connected") == count,
+            seconds(timeout),
+            f"{count} client(s) registered",
+        )
 
     def metric(self, name: str) -> float:
         """Return the value of one metric line such as ``x_total{reason="a"}``."""

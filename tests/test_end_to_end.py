@@ -14,26 +14,15 @@ import redis.asyncio
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.helpers import Brokercast, produce_to_kafka, receive, seconds, wait_for
+from tests.helpers import (
+    Brokercast,
+    kafka_source,
+    produce_to_kafka,
+    receive,
+    redis_source,
+    seconds,
+)
 from tools.brokers import KafkaBroker, RedisServer
-
-
-def kafka_source(
-    broker: KafkaBroker, topic: str, **options: object
-) -> dict[str, object]:
-    return {
-        "type": "kafka",
-        "bootstrap_servers": broker.bootstrap_servers,
-        "topics": [topic],
-        "start": "earliest",
-        **options,
-    }
-
-
-def redis_source(
-    server: RedisServer, *streams: str, **options: object
-) -> dict[str, object]:
-    return {"type": "redis", "url": server.url, "streams": list(streams), **options}
 
 
 async def test_kafka_two_clients_get_ten_in_order(
@@ -43,11 +32,7 @@ async def test_kafka_two_clients_get_ten_in_order(
     with Brokercast({"sources": {"orders": kafka_source(kafka_broker, name)}}) as bc:
         await bc.wait_ready()
         async with connect(bc.base_url + "/") as first, connect(bc.base_url) as second:
-            await wait_for(
-                lambda: bc.metric("brokercast_clients_connected") == 2,
-                seconds(5),
-                "both clients registered",
-            )
+            await bc.wait_clients(2)
             values = [f"event-{i}".encode() for i in range(10)]
             await produce_to_kafka(kafka_broker.bootstrap_servers, name, values)
             expected = [v.decode() for v in values]
@@ -65,11 +50,7 @@ async def test_redis_two_clients_get_ten_in_order(
     with Brokercast(settings) as bc:
         await bc.wait_ready()
         async with connect(bc.base_url) as first, connect(bc.base_url) as second:
-            await wait_for(
-                lambda: bc.metric("brokercast_clients_connected") == 2,
-                seconds(5),
-                "both clients registered",
-            )
+            await bc.wait_clients(2)
             client = redis.asyncio.Redis.from_url(redis_server.url)
             ids = [
                 await client.xadd(name, {"data": f'{{"n": {i}}}'}) for i in range(10)
@@ -96,11 +77,7 @@ async def test_channel_client_gets_only_its_channel(
             connect(f"{bc.base_url}/{wanted}") as channel_client,
             connect(bc.base_url) as all_client,
         ):
-            await wait_for(
-                lambda: bc.metric("brokercast_clients_connected") == 2,
-                seconds(5),
-                "both clients registered",
-            )
+            await bc.wait_clients(2)
             client = redis.asyncio.Redis.from_url(redis_server.url)
             for i in range(4):
                 await client.xadd(wanted if i % 2 == 0 else other, {"v": f"m{i}"})
@@ -134,11 +111,7 @@ async def test_stalled_client_closed_healthy_gets_all(
             connect(bc.base_url, sock=stalled_socket, max_queue=1) as stalled,
             connect(bc.base_url, max_size=None) as healthy,
         ):
-            await wait_for(
-                lambda: bc.metric("brokercast_clients_connected") == 2,
-                seconds(5),
-                "both clients registered",
-            )
+            await bc.wait_clients(2)
             slow_metric = 'brokercast_clients_disconnected_total{reason="slow_client"}'
             produced = await produce_until(
                 redis_server, name, lambda: bc.metric(slow_metric) == 1
@@ -184,11 +157,7 @@ async def test_sigterm_closes_clients_with_1001(
     with Brokercast(settings) as bc:
         await bc.wait_ready()
         async with connect(bc.base_url) as client:
-            await wait_for(
-                lambda: bc.metric("brokercast_clients_connected") == 1,
-                seconds(5),
-                "client registered",
-            )
+            await bc.wait_clients(1)
             code = await bc.terminate(timeout=seconds(5))
             with pytest.raises(ConnectionClosed):
                 await asyncio.wait_for(client.recv(), seconds(5))

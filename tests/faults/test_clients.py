@@ -23,27 +23,13 @@ from tests.faults.support import (
     report,
     rss_bytes,
 )
-from tests.helpers import Brokercast, receive, seconds, wait_for
+from tests.helpers import Brokercast, receive, redis_source, seconds, wait_for
 from tools.brokers import RedisServer
 
 CONNECTED = "brokercast_clients_connected"
 
 #: Seconds the load and churn scenarios run; the defaults are the specified ones.
 LOAD_SECONDS = float(os.environ.get("BROKERCAST_FAULTS_LOAD_SECONDS", "60"))
-
-
-def redis_source(
-    server: RedisServer, stream: str, **options: object
-) -> dict[str, object]:
-    return {"type": "redis", "url": server.url, "streams": [stream], **options}
-
-
-async def connected(bc: Brokercast, count: int, timeout: float = 5) -> None:
-    await wait_for(
-        lambda: bc.metric(CONNECTED) == count,
-        seconds(timeout),
-        f"{count} client(s) registered",
-    )
 
 
 def pid_of(bc: Brokercast) -> int:
@@ -58,7 +44,7 @@ async def test_two_clients_get_ten_in_order(
     with Brokercast(settings) as bc:
         await bc.wait_ready()
         async with connect(bc.base_url) as first, connect(bc.base_url) as second:
-            await connected(bc, 2)
+            await bc.wait_clients(2)
             producer = RedisProducer(redis_server, name)
             await producer.send(10)
             await producer.close()
@@ -91,7 +77,7 @@ async def test_stalled_client_under_load(
             async with connect(
                 bc.base_url, sock=stalled_socket, max_queue=1
             ) as stalled:
-                await connected(bc, 2)
+                await bc.wait_clients(2)
                 producer = RedisProducer(redis_server, name)
                 peak, produced, elapsed = await produce_at(
                     producer, rate, size, LOAD_SECONDS, lambda: rss_bytes(pid)
@@ -183,7 +169,7 @@ async def test_frozen_client_dropped_by_keepalive(
         producer = RedisProducer(redis_server, name)
         try:
             frozen.wait_connected(seconds(10))
-            await connected(bc, 1)
+            await bc.wait_clients(1)
             before = rss_bytes(pid)
             os.kill(frozen.pid, signal.SIGSTOP)
             began = time.monotonic()
@@ -218,7 +204,7 @@ async def test_flooding_client_discarded(redis_server: RedisServer, name: str) -
         async with connect(bc.base_url) as flooder:
             for i in range(1000):
                 await flooder.send(f"frame {i}")
-            await connected(bc, 1)
+            await bc.wait_clients(1)
             producer = RedisProducer(redis_server, name)
             await producer.send()
             await producer.close()
@@ -242,7 +228,7 @@ async def test_sigterm_closes_idle_clients_1001(
             clients = [
                 await stack.enter_async_context(connect(bc.base_url)) for _ in range(20)
             ]
-            await connected(bc, 20)
+            await bc.wait_clients(20)
             began = time.monotonic()
             code = await bc.terminate(timeout=seconds(5))
             took = time.monotonic() - began
@@ -267,12 +253,12 @@ async def test_client_churn_leaks_nothing(redis_server: RedisServer, name: str) 
         pid = pid_of(bc)
         producer = RedisProducer(redis_server, name)
         await churn(bc, producer, 3)  # warm-up: allocator pools, caches
-        await connected(bc, 0)
+        await bc.wait_clients(0)
         baseline, fds = rss_bytes(pid), open_fds(pid)
         lines = len(log_lines(bc.log()))
         connects, peak = await churn(bc, producer, LOAD_SECONDS)
         await producer.close()
-        await connected(bc, 0, timeout=10)
+        await bc.wait_clients(0, timeout=10)
         after, fds_after = rss_bytes(pid), open_fds(pid)
         new_lines = log_lines(bc.log())[lines:]
     report(

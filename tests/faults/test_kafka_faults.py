@@ -11,23 +11,11 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.faults.support import KafkaProducer, cpu_seconds, log_lines, report
-from tests.helpers import Brokercast, receive, seconds, wait_for
+from tests.helpers import Brokercast, kafka_source, receive, seconds, wait_for
 from tools.brokers import KafkaBroker
 
 #: Milliseconds one Kafka request may take; the SIGSTOP case outlasts it.
 REQUEST_TIMEOUT_MS = 2000
-
-
-def kafka_source(
-    broker: KafkaBroker, topic: str, **options: object
-) -> dict[str, object]:
-    return {
-        "type": "kafka",
-        "bootstrap_servers": broker.bootstrap_servers,
-        "topics": [topic],
-        "start": "earliest",
-        **options,
-    }
 
 
 def readyz(bc: Brokercast) -> int:

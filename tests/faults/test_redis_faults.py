@@ -10,7 +10,7 @@ import redis.asyncio
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.faults.support import RedisProducer, cpu_seconds, log_lines, report
-from tests.helpers import Brokercast, receive, seconds, wait_for
+from tests.helpers import Brokercast, receive, redis_source, seconds, wait_for
 from tools.brokers import RedisServer
 
 GROUP = "bridge"
@@ -19,21 +19,7 @@ GROUP = "bridge"
 def group_source(
     server: RedisServer, stream: str, **options: object
 ) -> dict[str, object]:
-    return {
-        "type": "redis",
-        "url": server.url,
-        "streams": [stream],
-        "group": GROUP,
-        **options,
-    }
-
-
-async def registered(bc: Brokercast, count: int = 1) -> None:
-    await wait_for(
-        lambda: bc.metric("brokercast_clients_connected") == count,
-        seconds(5),
-        f"{count} client(s) registered",
-    )
+    return redis_source(server, stream, group=GROUP, **options)
 
 
 async def next_sequence(client: ClientConnection, timeout: float) -> int:
@@ -52,7 +38,7 @@ async def test_redis_restart_and_flush_recreate_group(
         await bc.wait_ready()
         assert bc.process is not None
         async with connect(bc.base_url) as client:
-            await registered(bc)
+            await bc.wait_clients(1)
             producer = RedisProducer(server, name)
             await producer.send()
             assert await next_sequence(client, seconds(5)) == 0
@@ -122,7 +108,7 @@ async def test_redis_idle_block_longer_than_socket_timeout(
     with Brokercast(settings) as bc:
         await bc.wait_ready()
         async with connect(bc.base_url) as client:
-            await registered(bc)
+            await bc.wait_clients(1)
             lines = len(log_lines(bc.log()))
             connections = (await admin.info("stats"))["total_connections_received"]
             await asyncio.sleep(2 * block_ms / 1000 + 1)  # two idle reads
@@ -141,7 +127,7 @@ async def test_redis_idle_block_longer_than_socket_timeout(
         reconnects=reconnects,
         log_lines=idle_lines,
     )
-    # The /metrics request of registered() and the producer are two connections.
+    # The /metrics request of wait_clients() and the producer are two connections.
     assert reconnects == 0
     assert idle_lines == 0
 
@@ -161,7 +147,7 @@ async def test_redis_claims_entries_of_crashed_consumer(
     with Brokercast(settings) as bc:
         await bc.wait_listening()
         async with connect(bc.base_url) as client:
-            await registered(bc)
+            await bc.wait_clients(1)
             messages = await receive(client, 3, seconds(15))
         assert [int(m[:9]) for m in messages] == [0, 1, 2]
         await wait_for(pending_is(producer.client, name, 0), seconds(5), "all acked")
@@ -184,7 +170,7 @@ async def test_redis_invalid_utf8_entry_acked(
     with Brokercast(settings) as bc:
         await bc.wait_ready()
         async with connect(bc.base_url) as ws:
-            await registered(bc)
+            await bc.wait_clients(1)
             await client.xadd(name, {"v": b"fo\xff\xfeo"})
             await client.xadd(name, {"v": b"ok"})
             assert await receive(ws, 2, seconds(5)) == ["fo\ufffd\ufffdo", "ok"]
@@ -207,7 +193,7 @@ async def test_redis_oversize_entry_dropped(
     with Brokercast(settings) as bc:
         await bc.wait_ready()
         async with connect(bc.base_url) as ws:
-            await registered(bc)
+            await bc.wait_clients(1)
             await client.xadd(name, {"v": "a" * 1001})
             await client.xadd(name, {"v": "b" * 1000})
             (message,) = await receive(ws, 1, seconds(5))
