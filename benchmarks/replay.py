@@ -32,7 +32,7 @@ from websockets.server import ServerProtocol
 from benchmarks.common import make_event
 from service.codecs import make_codec
 from service.events import Event
-from service.hub import Client, Hub
+from service.hub import Client, Hub, frame_header
 from service.metrics import Metrics
 
 
@@ -82,6 +82,13 @@ async def make_clients(count: int, kind: str) -> list[Client]:
     return clients
 
 
+def bare_broadcast(clients: list[Client], events: list[Event]) -> None:
+    """Write the batch to every client with nothing else: the floor to compare."""
+    data = b"".join(frame_header(len(e.payload), True) + e.payload for e in events)
+    for client in clients:
+        client.transport.write(data)
+
+
 async def replay(args: argparse.Namespace) -> None:
     metrics = Metrics("replay")
     queue: asyncio.Queue[Event] = asyncio.Queue()
@@ -95,7 +102,11 @@ async def replay(args: argparse.Namespace) -> None:
     ]
     started = time.process_time()
     for lo in range(0, len(events), args.batch):
-        hub.broadcast(events[lo : lo + args.batch])
+        if args.bare:
+            bare_broadcast(clients, events[lo : lo + args.batch])
+            hub.frames_delivered += len(clients) * len(events[lo : lo + args.batch])
+        else:
+            hub.broadcast(events[lo : lo + args.batch])
         if args.transport == "socketpair":
             await asyncio.sleep(0)
         else:
@@ -116,6 +127,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200)
     parser.add_argument("--batch", type=int, default=1, help="events per broadcast")
     parser.add_argument("--size", type=int, default=1000, help="event bytes")
+    parser.add_argument(
+        "--bare", action="store_true", help="a plain write loop instead of the hub"
+    )
     parser.add_argument("--transport", choices=("null", "socketpair"), default="null")
     uvloop.run(replay(parser.parse_args()))
 

@@ -460,11 +460,26 @@ class Runner:
             fleet.send(f"window {lo} {hi}")
         time.sleep(timing.warm)
         watch = CpuWatch(roles)
+        profiler = self._profile(server, context, rate)
         time.sleep(timing.measure)
         usage = watch.finish()
+        if profiler is not None:
+            profiler.wait(30)
         done = producer.expect("done", timing.warm + timing.measure + 120)
         stats = self._collect(fleets, timing.settle)
         return self._record(context, rate, hi - lo + 1, usage, stats, done, server)
+
+    def _profile(
+        self, server: Child, context: dict[str, Any], rate: float
+    ) -> subprocess.Popen[bytes] | None:
+        """Sample the server with py-spy during the window, when asked to."""
+        if context["contender"] not in self.args.py_spy.split(","):
+            return None
+        name = f"{context['workload']}-{context['contender']}-{rate:g}.txt"
+        command = ["py-spy", "record", "--pid", str(server.pid), "--format", "raw"]
+        command += ["--duration", str(int(self.timing.measure)), "--nonblocking"]
+        command += ["--output", str(self.workdir / name)]
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL)
 
     def _burst(
         self,
@@ -690,6 +705,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--pin", action="store_true", help="server on CPU 0, the rest on CPU 1"
+    )
+    parser.add_argument(
+        "--py-spy",
+        default="",
+        help="comma-separated contenders to sample with py-spy during each step; "
+        "collapsed stacks go to the work folder",
     )
     parser.add_argument("--burst-timeout", type=float, default=120.0, help="seconds")
     parser.add_argument("--workdir", default="", help="logs and configs go here")

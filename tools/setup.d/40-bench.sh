@@ -18,12 +18,12 @@ log() {
 }
 
 install_python_packages() {
-    if python3 -c 'import picows, hdrh, matplotlib, psutil' 2>/dev/null; then
-        log "picows, hdrhistogram, matplotlib and psutil already installed"
+    if python3 -c 'import picows, hdrh, matplotlib' 2>/dev/null; then
+        log "picows, hdrhistogram and matplotlib already installed"
         return
     fi
-    log "installing picows, hdrhistogram, matplotlib and psutil"
-    python3 -m pip install --quiet picows hdrhistogram matplotlib psutil
+    log "installing picows, hdrhistogram and matplotlib"
+    python3 -m pip install --quiet picows hdrhistogram matplotlib
 }
 
 install_node_ws() {
