@@ -11,6 +11,8 @@ Commands, one per line on stdin; replies are JSON lines on stdout:
 * ``window LO HI`` resets the counters and counts events LO..HI from now on;
 * ``collect SECONDS`` waits until every healthy client has event HI (or the
   time is up) and replies with the counts and an encoded HDR histogram;
+* ``release SECONDS`` resumes reading on the stalled clients and replies with
+  how many the server had closed;
 * ``quit``.
 """
 
@@ -139,6 +141,20 @@ class Client(WSListener):  # type: ignore[misc]
                 self.latencies.append(time.monotonic_ns() - int(head[T0_SLICE]))
 
 
+async def small_socket(url: Any) -> socket.socket:
+    """Connect a socket whose receive buffer is set small before connecting.
+
+    Set before the handshake, the small buffer also caps the TCP window, so a
+    stalled client cannot hide megabytes in kernel buffers and the server's
+    own queue for it fills up as it would behind a slow network.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (url.host, url.port))
+    return sock
+
+
 class Fleet:
     """All clients of this process, with the connect, stall and churn logic."""
 
@@ -152,7 +168,7 @@ class Fleet:
         self.error_sample = ""
         self.started = time.monotonic()
 
-    async def connect(self, sampled: bool) -> Client | None:
+    async def connect(self, sampled: bool, small_buffer: bool = False) -> Client | None:
         args = self.args
         try:
             _, client = await ws_connect(
@@ -161,6 +177,7 @@ class Fleet:
                 extra_headers=self._headers(),
                 websocket_handshake_timeout=30,
                 enable_auto_pong=False,
+                socket_factory=small_socket if small_buffer else None,
             )
         except (TimeoutError, OSError, Exception) as error:
             self.connect_errors += 1
@@ -182,7 +199,8 @@ class Fleet:
         pending: set[asyncio.Task[Client | None]] = set()
         for index in range(args.clients):
             sampled = index % args.sample_every == 0
-            pending.add(asyncio.create_task(self.connect(sampled)))
+            stalled = index < args.stalled
+            pending.add(asyncio.create_task(self.connect(sampled, stalled)))
             await asyncio.sleep(interval)
         for client in await asyncio.gather(*pending):
             if client is not None:
@@ -191,12 +209,9 @@ class Fleet:
             self.stall(client)
 
     def stall(self, client: Client) -> None:
-        """Stop reading from ``client``'s socket and shrink its receive buffer."""
+        """Stop reading from ``client``'s socket."""
         assert client.transport is not None
-        underlying = client.transport.underlying_transport
-        sock = underlying.get_extra_info("socket")
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        underlying.pause_reading()
+        client.transport.underlying_transport.pause_reading()
         client.stalled = True
 
     async def churn(self) -> None:
@@ -233,13 +248,39 @@ class Fleet:
             await asyncio.sleep(0.02)
         return self.report(healthy)
 
+    async def release(self, timeout: float) -> dict[str, Any]:
+        """Read the stalled clients again and report how the server treated them.
+
+        A paused socket cannot see the server's close frame or EOF, so this is
+        the only way to learn whether they were disconnected.
+        """
+        stalled = [c for c in self.clients if c.stalled]
+        for client in stalled:
+            assert client.transport is not None
+            client.transport.underlying_transport.resume_reading()
+        hi = self.window.hi
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(c.closed_by_server or c.last >= hi for c in stalled):
+                break
+            await asyncio.sleep(0.05)
+        return {
+            "released": len(stalled),
+            "stalled_closed": sum(c.closed_by_server for c in stalled),
+            "stalled_close_codes": sorted(
+                {c.close_code for c in stalled if c.close_code is not None}
+            ),
+            "stalled_caught_up": sum(
+                c.last >= hi and not c.closed_by_server for c in stalled
+            ),
+        }
+
     def report(self, healthy: list[Client]) -> dict[str, Any]:
         histogram = HdrHistogram(*HISTOGRAM_ARGS)
         for client in self.clients + self.churners:
             for nanoseconds in client.latencies:
                 histogram.record_value(max(1, nanoseconds // 1000))
         expected = max(0, self.window.hi - self.window.lo + 1)
-        stalled = [c for c in self.clients if c.stalled]
         return {
             "clients": len(self.clients),
             "healthy": len(healthy),
@@ -250,7 +291,6 @@ class Fleet:
             "duplicates": sum(c.duplicates for c in self.clients),
             "reordered": sum(c.reordered for c in self.clients),
             "healthy_closed": sum(c.closed_by_server for c in healthy),
-            "stalled_closed": sum(c.closed_by_server for c in stalled),
             "close_codes": sorted(
                 {c.close_code for c in self.clients if c.close_code is not None}
             ),
@@ -285,6 +325,8 @@ async def serve(args: argparse.Namespace) -> None:
             fleet.set_window(int(line[1]), int(line[2]))
         elif line[0] == "collect":
             emit(await fleet.collect(float(line[1])))
+        elif line[0] == "release":
+            emit(await fleet.release(float(line[1])))
         elif line[0] == "quit":
             break
     if churn_task is not None:

@@ -26,7 +26,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -430,13 +430,21 @@ class Runner:
             ]
         for step, rate in enumerate(rates):
             record = self._steady_step(
-                round(rate, 1), server, fleets, producer, roles, context
+                round(rate, 1),
+                workload.measure or self.timing.measure,
+                server,
+                fleets,
+                producer,
+                roles,
+                context,
             )
             record["step"] = step
             record["kind"] = workload.kind
             self._add(record)
             if workload.kind == "capacity" and not record["slo_ok"]:
                 break
+            if workload.stalled and step == len(rates) - 1:
+                record.update(self._release(fleets, server))
             if (
                 record["delivered_ratio"] < OVERLOAD_RATIO
                 or (record["p99_ms"] or 0) > OVERLOAD_P99_MS
@@ -444,9 +452,26 @@ class Runner:
                 log(f"{context['workload']}/{context['contender']}: overloaded")
                 break
 
+    def _release(self, fleets: list[Child], server: Child) -> dict[str, Any]:
+        """Record server RSS, then let the stalled clients read again."""
+        rss = round(self._rss(server.pid) / 2**20, 1)
+        for fleet in fleets:
+            fleet.send(f"release {self.timing.settle * 4}")
+        results = [f.expect("released", self.timing.settle * 4 + 60) for f in fleets]
+        return {
+            "server_rss_with_stalled_mib": rss,
+            "stalled": sum(r["released"] for r in results),
+            "stalled_closed": sum(r["stalled_closed"] for r in results),
+            "stalled_caught_up": sum(r["stalled_caught_up"] for r in results),
+            "stalled_close_codes": sorted(
+                {c for r in results for c in r["stalled_close_codes"]}
+            ),
+        }
+
     def _steady_step(
         self,
         rate: float,
+        measure: float,
         server: Child,
         fleets: list[Child],
         producer: Child,
@@ -454,18 +479,18 @@ class Runner:
         context: dict[str, Any],
     ) -> dict[str, Any]:
         timing = self.timing
-        producer.send(f"run {rate} {timing.warm} {timing.measure}")
+        producer.send(f"run {rate} {timing.warm} {measure}")
         lo, hi = producer.expect("window", 30)["window"]
         for fleet in fleets:
             fleet.send(f"window {lo} {hi}")
         time.sleep(timing.warm)
         watch = CpuWatch(roles)
         profiler = self._profile(server, context, rate)
-        time.sleep(timing.measure)
+        time.sleep(measure)
         usage = watch.finish()
         if profiler is not None:
             profiler.wait(30)
-        done = producer.expect("done", timing.warm + timing.measure + 120)
+        done = producer.expect("done", timing.warm + measure + 120)
         stats = self._collect(fleets, timing.settle)
         return self._record(context, rate, hi - lo + 1, usage, stats, done, server)
 
@@ -572,7 +597,7 @@ class Runner:
         done: dict[str, Any],
         server: Child,
     ) -> dict[str, Any]:
-        measure = self.timing.measure
+        measure = context.get("measure_s", self.timing.measure)
         healthy = stats.get("healthy", 0)
         expected = stats.get("expected", 0)
         delivered = stats.get("delivered", 0)
@@ -712,6 +737,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="comma-separated contenders to sample with py-spy during each step; "
         "collapsed stacks go to the work folder",
     )
+    parser.add_argument("--warm", type=float, help="override warm-up seconds")
+    parser.add_argument("--measure", type=float, help="override window seconds")
     parser.add_argument("--burst-timeout", type=float, default=120.0, help="seconds")
     parser.add_argument("--workdir", default="", help="logs and configs go here")
     parser.add_argument("--results", default=str(RESULTS), help="output folder")
@@ -722,6 +749,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.timing, profile = QUICK_TIMING, "quick"
     else:
         args.timing, profile = FULL_TIMING, "full"
+    if args.warm is not None:
+        args.timing = replace(args.timing, warm=args.warm)
+    if args.measure is not None:
+        args.timing = replace(args.timing, measure=args.measure)
     args.profile = profile
     args.name = args.name or f"{profile}-{time.strftime('%Y%m%d-%H%M%S')}"
     args.workdir = args.workdir or f"/tmp/brokercast-bench-{args.name}"
