@@ -30,7 +30,14 @@ from typing import Any
 
 import uvloop
 from hdrh.histogram import HdrHistogram
-from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+from picows import (
+    WSCloseCode,
+    WSFrame,
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    ws_connect,
+)
 
 from benchmarks.common import (
     CHANNEL,
@@ -107,8 +114,8 @@ class Client(WSListener):  # type: ignore[misc]
             else:
                 self.receive(bytes(frame.get_payload_as_memoryview()[:PREFIX_BYTES]))
         elif kind is WSMsgType.CLOSE:
-            self.close_code = frame.get_close_code()
-            transport.send_close(self.close_code)
+            self.close_code = int(frame.get_close_code())
+            transport.send_close(WSCloseCode.OK)
             transport.disconnect()
         elif kind is WSMsgType.PING:
             transport.send_pong(frame.get_payload_as_bytes())
@@ -223,7 +230,7 @@ class Fleet:
                 old = self.churners.pop(0)
                 old.leaving = True
                 if old.transport is not None:
-                    old.transport.send_close()
+                    old.transport.send_close(WSCloseCode.OK)
                     old.transport.disconnect()
             client = await self.connect(sampled=False)
             if client is not None:

@@ -1,10 +1,10 @@
 """A fixed in-process replay of the hub, for instruction counts and profiles.
 
 The hub broadcasts ``--events`` 1,000-byte events in batches of ``--batch`` to
-``--clients`` clients. With ``--transport null`` the clients' transports only
-count bytes, so the figure is the hub's own Python cost; with ``socketpair``
-each client is a real uvloop transport on an AF_UNIX socket pair whose far end
-is drained, so the write system calls are included as well.
+``--clients`` clients. With ``--transport null`` the clients' transports drop
+what they get, so the figure is the hub's own Python cost. With
+``socketpair`` each client is a real uvloop transport on an AF_UNIX socket
+pair whose far end is drained, so the write system calls count as well.
 
 Instruction counts are repeatable on a noisy shared machine, unlike wall time::
 

@@ -3,8 +3,8 @@
     python -m benchmarks.run [--quick] [--contenders a,b] [--workloads x,y]
 
 Each (workload, contender) pair gets a fresh stream or topic, a fresh server
-process, a fresh producer and a fresh client fleet; contenders take turns
-within each workload so that slow drift of a shared machine spreads over all of
+process, a fresh producer and a fresh client fleet. Contenders take turns
+within each workload, so slow drift of a shared machine spreads over all of
 them. Everything listens on 127.0.0.1 and every step is bounded in time.
 Results go to ``benchmarks/results/<name>.json``, ``.md`` and ``.png``.
 """
@@ -328,7 +328,12 @@ class Runner:
     ) -> list[Child]:
         count = self._fleet_count(workload)
         clients = workload.clients
-        sample_every = 1 if clients <= 100 else 10 if clients <= 1_000 else 50
+        # Every latency sample costs fleet CPU, so large fleets sample a subset.
+        sample_every = 1
+        if clients > 100:
+            sample_every = 10
+        if clients > 1_000:
+            sample_every = 50
         fleets = []
         for index in range(count):
             share = clients // count + (1 if index < clients % count else 0)

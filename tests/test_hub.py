@@ -143,7 +143,7 @@ async def test_hub_batch_stops_at_batch_bytes() -> None:
 
         server.hub.drain()
 
-        # A batch closes once it holds 10,000 bytes: 10 events each.
+        # A batch closes once it contains 10,000 bytes, which is 10 events.
         assert counter.writes == 2
         messages = await receive(client, 20, seconds(5))
         assert [m.strip() for m in messages] == [str(i) for i in range(20)]

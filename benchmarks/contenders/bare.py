@@ -1,8 +1,9 @@
 """A bare fan-out, the ceiling for Python on this machine.
 
-picows does the handshake; after that the server only reads the stream, builds
+picows does the handshake. After that the server only reads the stream, builds
 one frame per event, joins the frames of each XREAD reply and writes that buffer
-to every client's transport. No backpressure, no slow-client policy, no metrics.
+to every client's transport. It has no backpressure, slow-client policy or
+metrics.
 """
 
 from __future__ import annotations
@@ -10,7 +11,14 @@ from __future__ import annotations
 import struct
 
 import uvloop
-from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_create_server
+from picows import (
+    WSCloseCode,
+    WSFrame,
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    ws_create_server,
+)
 
 from benchmarks.common import raise_fd_limit
 from benchmarks.contenders.source import parse_args, read_batches
@@ -41,7 +49,7 @@ class Listener(WSListener):  # type: ignore[misc]
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type is WSMsgType.CLOSE:
-            transport.send_close(frame.get_close_code())
+            transport.send_close(WSCloseCode.OK)
             transport.disconnect()
 
 

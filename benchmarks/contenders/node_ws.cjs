@@ -12,6 +12,10 @@ const wss = new WebSocketServer({
   perMessageDeflate: false,
 });
 
+// A client that goes away mid-send raises an error on its socket; without a
+// listener Node would end the process.
+wss.on("connection", (client) => client.on("error", () => {}));
+
 function command(args) {
   const parts = [Buffer.from(`*${args.length}\r\n`)];
   for (const arg of args) {
