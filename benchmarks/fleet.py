@@ -110,7 +110,12 @@ class Client(WSListener):  # type: ignore[misc]
                 )
                 self.receive(data[:PREFIX_BYTES])
             elif self.centrifugo:
-                self.receive_pushes(frame.get_payload_as_bytes())
+                data = frame.get_payload_as_bytes()
+                # Centrifugo pings with an empty command and closes clients
+                # that do not answer in kind (close code 3012).
+                if data == b"{}" or data.startswith(b"{}\n") or b"\n{}" in data:
+                    transport.send(WSMsgType.TEXT, b"{}")
+                self.receive_pushes(data)
             else:
                 self.receive(bytes(frame.get_payload_as_memoryview()[:PREFIX_BYTES]))
         elif kind is WSMsgType.CLOSE:

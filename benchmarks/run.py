@@ -497,6 +497,7 @@ class Runner:
             profiler.wait(30)
         done = producer.expect("done", timing.warm + measure + 120)
         stats = self._collect(fleets, timing.settle)
+        context = {**context, "measure_s": measure}
         return self._record(context, rate, hi - lo + 1, usage, stats, done, server)
 
     def _profile(
