@@ -59,12 +59,23 @@ def frame_header(length: int, text: bool) -> bytes:
 class Client:
     """One connected websocket client and what it subscribed to."""
 
-    __slots__ = ("address", "channel", "compressed", "connection", "slow")
+    __slots__ = (
+        "address",
+        "channel",
+        "compressed",
+        "connection",
+        "protocol",
+        "slow",
+        "transport",
+    )
 
     def __init__(self, connection: ServerConnection, channel: str | None) -> None:
         self.connection = connection
         #: The channel this client wants, or ``None`` for every channel.
         self.channel = channel
+        # Kept here so the per-client loop of a broadcast skips two lookups.
+        self.protocol = connection.protocol
+        self.transport: Any = connection.transport
         self.compressed = bool(connection.protocol.extensions)
         self.slow = False
         address = connection.remote_address
@@ -200,11 +211,11 @@ class Hub:
         payloads: list[tuple[bytes, str | None]],
     ) -> None:
         limit = self.client_queue_bytes
+        open_state = State.OPEN
         for client in list(clients):
-            connection = client.connection
-            if client.slow or connection.protocol.state is not State.OPEN:
+            if client.slow or client.protocol.state is not open_state:
                 continue
-            transport: Any = connection.transport
+            transport = client.transport
             if transport.get_write_buffer_size() > limit:
                 self._disconnect_slow(client, frame_count)
                 continue
