@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
@@ -161,14 +161,13 @@ class Hub:
             batch.append(event)
             size += len(event.payload)
 
-    def broadcast(self, events: Iterable[Event]) -> None:
+    def broadcast(self, events: Sequence[Event]) -> None:
         """Write ``events``, in order, to every client subscribed to them."""
         everything = self.everything
         by_channel = self.by_channel
         frames_all: list[bytes] = []
         frames_by_channel: dict[str, list[bytes]] = {}
         payloads: list[tuple[bytes, str | None]] = []
-        deliveries = 0
 
         # Encode and frame each event once, for all its subscribers.
         for event in events:
@@ -184,15 +183,17 @@ class Hub:
             if channel_clients:
                 frames_by_channel.setdefault(event.channel, []).append(frame)
             payloads.append((payload, event.channel))
-            deliveries += subscribers
         self.events_broadcast += len(payloads)
 
         # One write per client per batch.
+        deliveries = 0
         if frames_all:
-            self._write_all(everything, b"".join(frames_all), len(frames_all), payloads)
+            deliveries += self._write_all(
+                everything, b"".join(frames_all), len(frames_all), payloads
+            )
         for channel, frames in frames_by_channel.items():
             channel_payloads = [p for p in payloads if p[1] == channel]
-            self._write_all(
+            deliveries += self._write_all(
                 by_channel[channel], b"".join(frames), len(frames), channel_payloads
             )
         self.frames_delivered += deliveries
@@ -209,11 +210,17 @@ class Hub:
         data: bytes,
         frame_count: int,
         payloads: list[tuple[bytes, str | None]],
-    ) -> None:
+    ) -> int:
+        """Write ``data`` to each client; return the number of frames written."""
         limit = self.client_queue_bytes
         open_state = State.OPEN
+        written = 0
         for client in list(clients):
-            if client.slow or client.protocol.state is not open_state:
+            if client.slow:
+                # Closing as too slow: what it misses until it is gone is counted.
+                self._dropped_slow.inc(frame_count)
+                continue
+            if client.protocol.state is not open_state:
                 continue
             transport = client.transport
             if transport.get_write_buffer_size() > limit:
@@ -223,6 +230,8 @@ class Hub:
                 self._write_compressed(client, payloads)
             else:
                 transport.write(data)
+            written += 1
+        return written * frame_count
 
     def _write_compressed(
         self, client: Client, payloads: list[tuple[bytes, str | None]]

@@ -120,6 +120,11 @@ async def test_stalled_client_closed_healthy_gets_all(
             received = await receive(healthy, produced, seconds(30))
             assert [m[:6] for m in received] == [f"{i:06d}" for i in range(produced)]
             assert bc.metric(slow_metric) == 1
+            # Frames the stalled client missed count as dropped, not delivered.
+            delivered = bc.metric("brokercast_frames_delivered_total")
+            assert produced <= delivered < 2 * produced
+            dropped = bc.metric('brokercast_events_dropped_total{reason="slow_client"}')
+            assert dropped >= 1
             # Reading now drains what was buffered, then the close frame.
             with pytest.raises(ConnectionClosed):
                 while True:
