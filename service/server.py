@@ -319,6 +319,10 @@ class WebsocketServer:
         request = connection.request
         grant = self._admitted.pop(connection, OPEN_GRANT)
         client = Client(connection, channel_of(request.path if request else "/"))
+        # websockets keeps the handshake request and response for the life of
+        # the connection, about 3 KiB per client; nothing reads them after this.
+        connection.request = None
+        connection.response = None
         self.hub.add(client)
         expiry = self._schedule_expiry(connection, grant)
         logger.debug(
