@@ -320,8 +320,12 @@ class WebsocketServer:
         grant = self._admitted.pop(connection, OPEN_GRANT)
         client = Client(connection, channel_of(request.path if request else "/"))
         # websockets keeps the handshake request and response for the life of
-        # the connection, about 3 KiB per client; nothing reads them after this.
-        connection.request = None
+        # the connection, about 2 KiB per client. Only the response can go:
+        # websockets reads a request of None as "handshake not done yet", so
+        # the request is replaced by one with the path alone, query included
+        # in neither it nor anything else kept (a token may sit there).
+        if request is not None:
+            connection.request = Request(request.path.partition("?")[0], Headers())
         connection.response = None
         self.hub.add(client)
         expiry = self._schedule_expiry(connection, grant)

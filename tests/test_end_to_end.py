@@ -230,3 +230,28 @@ def test_config_file_error_names_file(tmp_path: object) -> None:
         "list of names; set it in a settings file or with the environment variable "
         "BROKERCAST_SOURCES__ORDERS__TOPICS\n"
     )
+
+
+async def test_client_frames_after_handshake_are_handled(
+    redis_server: RedisServer, name: str
+) -> None:
+    """Pongs, pings and messages from a client keep its connection healthy."""
+    settings = {
+        "ping_interval": 0.2,
+        "ping_timeout": 2,
+        "sources": {"events": redis_source(redis_server, name)},
+    }
+    with Brokercast(settings) as bc:
+        await bc.wait_ready()
+        async with connect(bc.base_url, ping_interval=0.2) as client:
+            await bc.wait_clients(1)
+            await client.send("hello")
+            await client.ping()
+            # Several server pings and client pongs go by meanwhile.
+            await asyncio.sleep(seconds(1))
+            writer = redis.asyncio.Redis.from_url(redis_server.url)
+            await writer.xadd(name, {"v": "after-pings"})
+            await writer.aclose()
+            assert await receive(client, 1, seconds(10)) == ["after-pings"]
+        assert " ERROR " not in bc.log()
+        assert "Traceback" not in bc.log()
