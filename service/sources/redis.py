@@ -82,9 +82,9 @@ def _checked_url(reader: OptionReader) -> str:
         parse_url(url)
     except ValueError as error:
         # The password, if any, must not reach the error line or the log.
-        shown = re.sub(r"//[^@/]*@", "//***@", url)
+        redacted = re.sub(r"//[^@/]*@", "//***@", url)
         raise reader.fail(
-            "url", shown, f"a redis://, rediss:// or unix:// URL ({error})"
+            "url", redacted, f"a redis://, rediss:// or unix:// URL ({error})"
         ) from None
     return url
 
