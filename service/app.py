@@ -26,7 +26,13 @@ class App:
         self.queue: asyncio.Queue[Event] = asyncio.Queue(settings.event_queue_size)
         self.metrics.watch_queue(self.queue.qsize)
         codec = make_codec(settings.codec, self.metrics.invalid_payloads.inc)
-        self.hub = Hub(self.queue, codec, self.metrics, settings.client_queue_bytes)
+        self.hub = Hub(
+            self.queue,
+            codec,
+            self.metrics,
+            settings.client_queue_bytes,
+            settings.close_timeout,
+        )
         self.server = WebsocketServer(settings, self.hub, self.metrics, self.readiness)
         self.sources = self._make_sources()
         self._hub_task: asyncio.Task[None] | None = None

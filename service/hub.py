@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
@@ -56,6 +56,21 @@ def frame_header(length: int, text: bool) -> bytes:
     return struct.pack("!BBQ", first, 127, length)
 
 
+async def close_within(
+    connection: ServerConnection, code: int, reason: str, timeout: float
+) -> None:
+    """Close ``connection``, aborting it when that takes more than ``timeout``.
+
+    A close waits for the client to read everything queued before the close
+    frame, which a client that stopped reading never does.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            await connection.close(code, reason)
+    except TimeoutError:
+        connection.transport.abort()
+
+
 class Client:
     """One connected websocket client and what it subscribed to."""
 
@@ -64,6 +79,9 @@ class Client:
         "channel",
         "compressed",
         "connection",
+        "ping",
+        "ping_sent",
+        "ping_timed_out",
         "protocol",
         "slow",
         "transport",
@@ -78,6 +96,11 @@ class Client:
         self.transport: Any = connection.transport
         self.compressed = bool(connection.protocol.extensions)
         self.slow = False
+        #: The keepalive's ping in flight, when it sent the last one, and
+        #: whether it closed this client for missing a pong.
+        self.ping: asyncio.Task[None] | None = None
+        self.ping_sent = asyncio.get_running_loop().time()
+        self.ping_timed_out = False
         address = connection.remote_address
         self.address = f"{address[0]}:{address[1]}" if address else "unknown"
 
@@ -91,6 +114,7 @@ class Hub:
         codec: Codec,
         metrics: Metrics,
         client_queue_bytes: int,
+        close_timeout: float = 5.0,
         batch_size: int = 256,
         batch_bytes: int = 262_144,
     ) -> None:
@@ -98,6 +122,8 @@ class Hub:
         self.codec = codec
         self.metrics = metrics
         self.client_queue_bytes = client_queue_bytes
+        #: Seconds a close may take before the connection is aborted.
+        self.close_timeout = close_timeout
         self.batch_size = batch_size
         self.batch_bytes = batch_bytes
         self.everything: set[Client] = set()
@@ -112,6 +138,12 @@ class Hub:
     def client_count(self) -> int:
         """Return the number of connected clients."""
         return len(self.everything) + sum(len(c) for c in self.by_channel.values())
+
+    def clients(self) -> Iterator[Client]:
+        """Yield every connected client."""
+        yield from self.everything
+        for group in self.by_channel.values():
+            yield from group
 
     def add(self, client: Client) -> None:
         """Start sending events to ``client``."""
@@ -258,7 +290,12 @@ class Hub:
             },
         )
         task = asyncio.create_task(
-            client.connection.close(SLOW_CLIENT_CODE, SLOW_CLIENT_REASON)
+            close_within(
+                client.connection,
+                SLOW_CLIENT_CODE,
+                SLOW_CLIENT_REASON,
+                self.close_timeout,
+            )
         )
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)

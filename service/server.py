@@ -43,6 +43,7 @@ from service.auth import (
 )
 from service.edge import AddressRateLimiter, OriginPolicy, RepeatLimiter
 from service.hub import SLOW_CLIENT_CODE, Client, Hub
+from service.keepalive import Keepalive
 from service.metrics import Metrics
 from service.settings import Settings, make_tls_context
 
@@ -159,6 +160,7 @@ class WebsocketServer:
         )
         self._expired: weakref.WeakSet[ServerConnection] = weakref.WeakSet()
         self._closing: set[asyncio.Task[None]] = set()
+        self._keepalive: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Bind the socket and start accepting connections."""
@@ -177,10 +179,18 @@ class WebsocketServer:
             compression="deflate" if settings.compression else None,
             max_size=settings.max_client_message_bytes,
             max_queue=4,
-            ping_interval=settings.ping_interval or None,
-            ping_timeout=settings.ping_timeout or None,
-            close_timeout=max(0.5, min(5.0, settings.shutdown_timeout / 2)),
+            # Keepalive runs in one task for all clients, see service/keepalive.py.
+            ping_interval=None,
+            close_timeout=settings.close_timeout,
         )
+        if settings.ping_interval:
+            keepalive = Keepalive(
+                self.hub.clients,
+                settings.ping_interval,
+                settings.ping_timeout,
+                settings.close_timeout,
+            )
+            self._keepalive = asyncio.create_task(keepalive.run())
 
     @property
     def addresses(self) -> list[str]:
@@ -209,6 +219,8 @@ class WebsocketServer:
         if self.server is None:
             return
         self._shutting_down = True
+        if self._keepalive is not None:
+            self._keepalive.cancel()
         self.closed_at_shutdown = self.hub.client_count
         self.server.close(close_connections=True)
         await self.server.wait_closed()
@@ -316,17 +328,8 @@ class WebsocketServer:
         return _response(status, body, "text/plain; charset=utf-8", extra)
 
     async def _handle(self, connection: ServerConnection) -> None:
-        request = connection.request
         grant = self._admitted.pop(connection, OPEN_GRANT)
-        client = Client(connection, channel_of(request.path if request else "/"))
-        # websockets keeps the handshake request and response for the life of
-        # the connection, about 2 KiB per client. Only the response can go:
-        # websockets reads a request of None as "handshake not done yet", so
-        # the request is replaced by one with the path alone, query included
-        # in neither it nor anything else kept (a token may sit there).
-        if request is not None:
-            connection.request = Request(request.path.partition("?")[0], Headers())
-        connection.response = None
+        client = Client(connection, channel_of(self._forget_handshake(connection)))
         self.hub.add(client)
         expiry = self._schedule_expiry(connection, grant)
         logger.debug(
@@ -345,6 +348,26 @@ class WebsocketServer:
                 expiry.cancel()
             self.hub.remove(client)
             self._count_disconnect(client, connection)
+
+    @staticmethod
+    def _forget_handshake(connection: ServerConnection) -> str:
+        """Return the request path and drop what the handshake left behind.
+
+        websockets keeps the handshake request and response for the life of
+        the connection, about 2 KiB per client, and its frame parser holds the
+        request too. The request object is emptied in place, so every holder
+        lets go of the headers; its path stays, without the query (a token may
+        sit there), because websockets reads a missing request as "handshake
+        not done yet".
+        """
+        request = connection.request
+        connection.response = None
+        if request is None:
+            return "/"
+        path = request.path
+        request.path = path.partition("?")[0]
+        request.headers.clear()
+        return path
 
     def _schedule_expiry(
         self, connection: ServerConnection, grant: Grant
@@ -367,7 +390,9 @@ class WebsocketServer:
         if client.slow:
             return  # the hub counted it when it closed the client
         code = connection.close_code
-        if self._shutting_down:
+        if client.ping_timed_out:
+            reason = "ping_timeout"
+        elif self._shutting_down:
             reason = "shutdown"
         elif connection in self._expired:
             reason = "token_expired"

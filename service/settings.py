@@ -101,6 +101,11 @@ class Settings:
     #: Serve the demo page at ``GET /`` and the JS client at ``/client.js``.
     demo_page: bool = True
 
+    @property
+    def close_timeout(self) -> float:
+        """Seconds a client close may take: half of ``shutdown_timeout``, 0.5 to 5."""
+        return max(0.5, min(5.0, self.shutdown_timeout / 2))
+
 
 TOP_LEVEL_KEYS = frozenset(Settings.__dataclass_fields__)
 

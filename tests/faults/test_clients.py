@@ -128,6 +128,69 @@ async def test_stalled_client_under_load(
     assert peak - baseline < 64 * 2**20
 
 
+def unread_socket(port: int) -> socket.socket:
+    """Connect a socket whose tiny receive buffer fills after a few frames."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+async def fill_past_kernel_buffers(producer: RedisProducer) -> None:
+    """Send 12 MB, more than the kernel buffers on both ends of loopback hold."""
+    for _ in range(12):
+        await producer.send(1000, 1000)
+
+
+async def test_slow_client_close_is_bounded(
+    redis_server: RedisServer, name: str
+) -> None:
+    """A client that never reads is gone within the close timeout of its 1013."""
+    settings = {
+        "client_queue_bytes": 65_536,
+        "shutdown_timeout": 1,  # close timeout 0.5 s
+        "ping_interval": 0,
+        "sources": {"events": redis_source(redis_server, name)},
+    }
+    with Brokercast(settings) as bc:
+        await bc.wait_ready()
+        sock = unread_socket(bc.port)
+        async with connect(bc.base_url, sock=sock, max_queue=1):
+            await bc.wait_clients(1)
+            producer = RedisProducer(redis_server, name)
+            await fill_past_kernel_buffers(producer)
+            await producer.close()
+            slow = 'brokercast_clients_disconnected_total{reason="slow_client"}'
+            await wait_for(lambda: bc.metric(slow) == 1, seconds(10), "1013")
+            # The close frame waits behind bytes the client never reads; the
+            # connection is aborted once the close timeout has passed.
+            await wait_for(lambda: bc.metric(CONNECTED) == 0, seconds(3), "aborted")
+
+
+async def test_keepalive_timeout_behind_full_buffer(
+    redis_server: RedisServer, name: str
+) -> None:
+    """A ping stuck behind unread bytes still ends in a keepalive timeout."""
+    settings = {
+        "client_queue_bytes": 256 * 2**20,  # so the slow-client rule never fires
+        "shutdown_timeout": 1,
+        "ping_interval": 0.5,
+        "ping_timeout": 0.5,
+        "sources": {"events": redis_source(redis_server, name)},
+    }
+    with Brokercast(settings) as bc:
+        await bc.wait_ready()
+        sock = unread_socket(bc.port)
+        async with connect(bc.base_url, sock=sock, max_queue=1, ping_interval=None):
+            await bc.wait_clients(1)
+            producer = RedisProducer(redis_server, name)
+            await fill_past_kernel_buffers(producer)
+            await producer.close()
+            timed_out = 'brokercast_clients_disconnected_total{reason="ping_timeout"}'
+            await wait_for(lambda: bc.metric(timed_out) == 1, seconds(10), "timeout")
+            assert bc.metric(CONNECTED) == 0
+
+
 async def produce_at(
     producer: RedisProducer,
     rate: int,
@@ -182,8 +245,8 @@ async def test_frozen_client_dropped_by_keepalive(
         finally:
             await producer.close()
             frozen.kill()
-        error = 'brokercast_clients_disconnected_total{reason="error"}'
-        assert bc.metric(error) == 1
+        timed_out = 'brokercast_clients_disconnected_total{reason="ping_timeout"}'
+        assert bc.metric(timed_out) == 1
     report(
         "frozen-client",
         gone_after_s=round(gone_after, 2),
