@@ -59,6 +59,14 @@ OVERLOAD_P99_MS = 2_000.0
 OVERLOAD_RATIO = 0.9
 
 
+#: brokercast counters copied into every record of its steps.
+COUNTER_PREFIXES = (
+    "brokercast_events_dropped_total",
+    "brokercast_clients_disconnected_total",
+    "brokercast_invalid_utf8_total",
+)
+
+
 def log(message: str) -> None:
     """Print progress to stderr."""
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -199,6 +207,8 @@ class Runner:
         self.args = args
         self.timing: Timing = args.timing
         self.workdir = Path(args.workdir)
+        #: brokercast's /metrics while it is the server under test, else "".
+        self.metrics_url = ""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.records: list[dict[str, Any]] = []
         self.unavailable: dict[str, str] = {}
@@ -253,6 +263,9 @@ class Runner:
             json_lines=False,
         )
         children: list[Child] = [server]
+        self.metrics_url = (
+            f"http://127.0.0.1:{port}/metrics" if contender.name == "brokercast" else ""
+        )
         try:
             self._pin(server.pid, 0)
             self._wait_serving(server, port, contender.name == "brokercast")
@@ -450,6 +463,8 @@ class Runner:
                 break
             if workload.stalled and step == len(rates) - 1:
                 record.update(self._release(fleets, server))
+                if self.metrics_url:
+                    record["server_counters_after_release"] = self._counters()
             if (
                 record["delivered_ratio"] < OVERLOAD_RATIO
                 or (record["p99_ms"] or 0) > OVERLOAD_P99_MS
@@ -641,7 +656,24 @@ class Runner:
         )
         if server.process.poll() is not None:
             record["server_exited"] = server.process.returncode
+        elif self.metrics_url:
+            record["server_counters"] = self._counters()
         return record
+
+    def _counters(self) -> dict[str, float]:
+        """Read brokercast's drop and disconnect counters (totals since start)."""
+        try:
+            with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
+                text = response.read().decode()
+        except OSError as error:
+            log(f"metrics unreadable: {error}")
+            return {}
+        counters = {}
+        for line in text.splitlines():
+            if line.startswith(COUNTER_PREFIXES):
+                series, _, value = line.rpartition(" ")
+                counters[series.removeprefix("brokercast_")] = float(value)
+        return counters
 
     def _saturation(self, record: dict[str, Any]) -> list[str]:
         flags = []
