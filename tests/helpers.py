@@ -222,14 +222,20 @@ class Brokercast:
 
 
 async def produce_to_kafka(
-    bootstrap_servers: str, topic: str, values: list[bytes]
+    bootstrap_servers: str,
+    topic: str,
+    values: list[bytes],
+    partition: int | None = None,
 ) -> None:
-    """Send ``values`` to ``topic`` in order and wait until all are written."""
+    """Send ``values`` to ``topic`` in order and wait until all are written.
+
+    With ``partition`` ``None`` the producer's partitioner chooses the partition.
+    """
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers)
     await producer.start()
     try:
         for value in values:
-            await producer.send(topic, value)
+            await producer.send(topic, value, partition=partition)
         await producer.flush()
     finally:
         await producer.stop()

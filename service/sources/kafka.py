@@ -3,17 +3,20 @@
 Without ``group_id`` the consumer is assigned every partition of its topics and
 commits nothing, so each replica sees every record. With ``group_id`` partitions
 are shared within the group and offsets are committed only for records the hub
-has written to its clients.
+has written to its clients: every ``commit_interval``, when a rebalance revokes
+partitions, and at shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
 
@@ -60,6 +63,32 @@ def _is_host_port(text: str) -> bool:
         return False  # an IPv6 address needs brackets when a port follows
     valid_port = port.isascii() and port.isdigit() and 0 < int(port) < 65536
     return bool(separator and host and valid_port)
+
+
+class _RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """The rebalance listener of one consumer, which calls into its source.
+
+    aiokafka awaits both callbacks inside the rebalance, so this member rejoins
+    the group only after the revoke commit has ended.
+    """
+
+    def __init__(self, source: KafkaSource, consumer: AIOKafkaConsumer) -> None:
+        self._source = source
+        self._consumer = consumer
+        self._revoked: set[TopicPartition] = set()
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        self._revoked = set(revoked)
+        await self._source._commit_revoked(self._consumer, self._revoked)
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        # Between the two callbacks the hub can still hand off records of the
+        # revoked partitions, and a periodic commit that was under way can still
+        # record its offsets. Both are stale if another member owned a partition
+        # meanwhile. Dropping them is safe because aiokafka reads every newly
+        # assigned partition again from its committed offset, or from ``start``.
+        self._source._forget(self._revoked)
+        self._revoked = set()
 
 
 class KafkaSource(Source):
@@ -111,8 +140,12 @@ class KafkaSource(Source):
                 certfile=options.ssl_certfile,
                 keyfile=options.ssl_keyfile,
             )
-        return AIOKafkaConsumer(
-            *options.topics,
+        # aiokafka takes a rebalance listener only in subscribe(), so a group
+        # subscribes below. Without a group the constructor subscribes.
+        grouped = options.group_id is not None
+        topics = () if grouped else options.topics
+        consumer = AIOKafkaConsumer(
+            *topics,
             bootstrap_servers=list(options.bootstrap_servers),
             client_id=self.context.instance_id,
             group_id=options.group_id,
@@ -126,6 +159,11 @@ class KafkaSource(Source):
             request_timeout_ms=options.request_timeout_ms,
             retry_backoff_ms=500,
         )
+
+        if grouped:
+            listener = _RebalanceListener(self, consumer)
+            consumer.subscribe(topics=list(options.topics), listener=listener)
+        return consumer
 
     async def consume(self) -> None:
         attempt = 0
@@ -209,12 +247,23 @@ class KafkaSource(Source):
         tp = TopicPartition(event.channel, int(partition))
         self._handed_off[tp] = max(self._handed_off.get(tp, 0), int(offset) + 1)
 
-    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
-        pending = {
+    def _uncommitted(
+        self, partitions: set[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        """Return the handed-off offsets of ``partitions`` not committed yet."""
+        return {
             tp: offset
             for tp, offset in self._handed_off.items()
-            if self._committed.get(tp) != offset and tp in consumer.assignment()
+            if self._committed.get(tp) != offset and tp in partitions
         }
+
+    def _forget(self, partitions: Iterable[TopicPartition]) -> None:
+        for tp in partitions:
+            self._handed_off.pop(tp, None)
+            self._committed.pop(tp, None)
+
+    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        pending = self._uncommitted(consumer.assignment())
         if not pending:
             return
         try:
@@ -227,6 +276,38 @@ class KafkaSource(Source):
             )
             return
         self._committed.update(pending)
+
+    async def _commit_revoked(
+        self, consumer: AIOKafkaConsumer, revoked: set[TopicPartition]
+    ) -> None:
+        """Commit the handed-off offsets of ``revoked``, then forget those partitions.
+
+        The next owner of each partition starts after its last handed-off record
+        instead of at the last periodic commit. aiokafka retries retriable errors
+        inside ``commit``, and the whole call is bounded by ``request_timeout_ms``
+        because the group waits for this member to rejoin. A failure is logged
+        once and not retried: the partitions are no longer this member's.
+        """
+        pending = self._uncommitted(revoked)
+        try:
+            if pending:
+                timeout = self.options.request_timeout_ms / 1000
+                await asyncio.wait_for(consumer.commit(pending), timeout)
+        except (KafkaError, TimeoutError) as error:
+            # The next owner replays from the last successful commit, which
+            # at-least-once allows.
+            logger.warning(
+                "offset commit on partition revoke failed",
+                extra={
+                    **self.log_extra,
+                    "partitions": sorted(
+                        f"{tp.topic}:{tp.partition}" for tp in pending
+                    ),
+                    "error": str(error) or type(error).__name__,
+                },
+            )
+        finally:
+            self._forget(revoked)
 
     async def flush(self) -> None:
         """Commit the handed-off offsets, then stop the consumer."""
