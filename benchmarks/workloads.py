@@ -74,7 +74,7 @@ def full_workloads() -> list[Workload]:
             kind="capacity",
             start_rate=20,
             factor=1.15,
-            max_steps=18,
+            max_steps=22,
         ),
         Workload(
             "burst-1k",
