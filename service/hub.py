@@ -71,6 +71,19 @@ async def close_within(
         connection.transport.abort()
 
 
+def close_in_background(
+    closing: set[asyncio.Task[None]],
+    connection: ServerConnection,
+    code: int,
+    reason: str,
+    timeout: float,
+) -> None:
+    """Start :func:`close_within` in a task that stays in ``closing`` until done."""
+    task = asyncio.create_task(close_within(connection, code, reason, timeout))
+    closing.add(task)
+    task.add_done_callback(closing.discard)
+
+
 class Client:
     """One connected websocket client and what it subscribed to."""
 
@@ -289,16 +302,13 @@ class Hub:
                 "client_queue_bytes": self.client_queue_bytes,
             },
         )
-        task = asyncio.create_task(
-            close_within(
-                client.connection,
-                SLOW_CLIENT_CODE,
-                SLOW_CLIENT_REASON,
-                self.close_timeout,
-            )
+        close_in_background(
+            self._closing,
+            client.connection,
+            SLOW_CLIENT_CODE,
+            SLOW_CLIENT_REASON,
+            self.close_timeout,
         )
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
         """Wait for slow-client closes still in progress; safe to call twice."""

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from service.hub import Client, close_within
+from service.hub import Client, close_in_background
 
 logger = logging.getLogger("brokercast.keepalive")
 
@@ -84,16 +84,13 @@ class Keepalive:
         if client.ping is not None:
             client.ping.cancel()
         logger.debug("client missed a keepalive pong", extra={"client": client.address})
-        task = asyncio.create_task(
-            close_within(
-                client.connection,
-                PING_TIMEOUT_CODE,
-                PING_TIMEOUT_REASON,
-                self.close_timeout,
-            )
+        close_in_background(
+            self._closing,
+            client.connection,
+            PING_TIMEOUT_CODE,
+            PING_TIMEOUT_REASON,
+            self.close_timeout,
         )
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
 
 
 async def _ping(connection: ServerConnection) -> None:

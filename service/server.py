@@ -42,7 +42,7 @@ from service.auth import (
     token_from_request,
 )
 from service.edge import AddressRateLimiter, OriginPolicy, RepeatLimiter
-from service.hub import SLOW_CLIENT_CODE, Client, Hub, close_within
+from service.hub import SLOW_CLIENT_CODE, Client, Hub, close_in_background
 from service.keepalive import Keepalive
 from service.metrics import Metrics
 from service.settings import Settings, make_tls_context
@@ -380,16 +380,13 @@ class WebsocketServer:
 
     def _expire(self, connection: ServerConnection) -> None:
         self._expired.add(connection)
-        task = asyncio.create_task(
-            close_within(
-                connection,
-                TOKEN_EXPIRED_CODE,
-                TOKEN_EXPIRED_REASON,
-                self.settings.close_timeout,
-            )
+        close_in_background(
+            self._closing,
+            connection,
+            TOKEN_EXPIRED_CODE,
+            TOKEN_EXPIRED_REASON,
+            self.settings.close_timeout,
         )
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
 
     def _count_disconnect(self, client: Client, connection: ServerConnection) -> None:
         if client.slow:
