@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
@@ -151,12 +151,6 @@ class Hub:
     def client_count(self) -> int:
         """Return the number of connected clients."""
         return len(self.everything) + sum(len(c) for c in self.by_channel.values())
-
-    def clients(self) -> Iterator[Client]:
-        """Yield every connected client."""
-        yield from self.everything
-        for group in self.by_channel.values():
-            yield from group
 
     def add(self, client: Client) -> None:
         """Start sending events to ``client``."""

@@ -3,19 +3,19 @@
 websockets can ping each connection from a task of its own. That costs a task,
 a coroutine and a timer per client, about 1.5 KiB of an idle client's 11 KiB,
 and its ping waits behind a full write buffer, so a client that stops reading
-is never timed out. Here one sweep over the hub's clients sends the pings, and
-a client whose pong is late is closed with a bounded wait.
+is never timed out. Here one task sends the pings, and a client whose pong is
+late is closed with a bounded wait.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
 
-from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from service.hub import Client, close_in_background
 
@@ -30,26 +30,30 @@ PING_TIMEOUT_REASON = "keepalive ping timeout"
 class Keepalive:
     """Pings each client every ``interval`` seconds and closes the silent ones.
 
-    A client is pinged once ``interval`` has passed since its previous ping (or
-    since it connected), so pings spread over the interval as connections do.
-    One without a pong ``timeout`` seconds after the ping is closed with 1011.
-    Both checks run every eighth of the shorter of the two periods, which bounds
-    how late either can be.
+    A client is pinged ``interval`` seconds after it connected and then
+    ``interval`` seconds after each ping that got its pong, so pings spread over the
+    interval as connections do. A client without a pong ``timeout`` seconds
+    after a ping is closed with 1011; a ``timeout`` of 0 never closes one.
+
+    Clients wait in two queues ordered by when they were last pinged: one for
+    their next ping, one for the timeout check of the ping in flight. Each tick
+    takes only the clients that are due from the front, so a tick costs nothing
+    per idle client, and the short tick spreads the pings evenly.
     """
 
-    def __init__(
-        self,
-        clients: Callable[[], Iterable[Client]],
-        interval: float,
-        timeout: float,
-        close_timeout: float,
-    ) -> None:
-        self.clients = clients
+    def __init__(self, interval: float, timeout: float, close_timeout: float) -> None:
         self.interval = interval
         self.timeout = timeout
         self.close_timeout = close_timeout
-        self.tick = max(0.05, min(interval, timeout or interval) / 8)
+        self.tick = max(0.01, min(0.1, interval / 10))
+        self._next_ping: collections.deque[Client] = collections.deque()
+        # Each ping in flight as (time sent, client).
+        self._in_flight: collections.deque[tuple[float, Client]] = collections.deque()
         self._closing: set[asyncio.Task[None]] = set()
+
+    def add(self, client: Client) -> None:
+        """Start pinging ``client``; it leaves by itself once it is closed."""
+        self._next_ping.append(client)
 
     async def run(self) -> None:
         """Run a sweep every ``tick`` seconds until cancelled."""
@@ -59,25 +63,45 @@ class Keepalive:
                 await asyncio.sleep(self.tick)
                 self.sweep(loop.time())
         finally:
-            for client in list(self.clients()):
+            clients = [*self._next_ping, *(c for _, c in self._in_flight)]
+            for client in clients:
                 if client.ping is not None:
                     client.ping.cancel()
 
     def sweep(self, now: float) -> None:
-        """Send the pings that are due and time out the unanswered ones."""
-        for client in list(self.clients()):
-            if client.slow or client.ping_timed_out:
+        """Time out the unanswered pings, then send the pings that are due."""
+        in_flight = self._in_flight
+        while in_flight and now - in_flight[0][0] >= self.timeout:
+            sent, client = in_flight.popleft()
+            # The entry is stale when the pong came (client.ping is None) or the
+            # client was pinged again since (a newer entry checks that ping).
+            current = sent == client.ping_sent and client.ping is not None
+            if current and _is_open(client):
+                self._time_out(client)
+
+        next_ping = self._next_ping
+        while next_ping and now - next_ping[0].ping_sent >= self.interval:
+            client = next_ping.popleft()
+            if not _is_open(client):
                 continue
-            ping = client.ping
-            if ping is not None:
-                if not ping.done():
-                    if self.timeout and now - client.ping_sent >= self.timeout:
-                        self._time_out(client)
-                    continue
-                client.ping = None  # a finished task keeps its memory until released
-            if now - client.ping_sent >= self.interval:
-                client.ping_sent = now
-                client.ping = asyncio.create_task(_ping(client.connection))
+            client.ping_sent = now
+            client.ping = asyncio.create_task(self._ping(client))
+            if self.timeout:
+                in_flight.append((now, client))
+
+    async def _ping(self, client: Client) -> None:
+        """Send one ping, wait for its pong, then queue the client's next ping.
+
+        A connection that closes meanwhile ends the wait without an error.
+        """
+        try:
+            with contextlib.suppress(ConnectionClosed):
+                pong = await client.connection.ping()
+                if self.timeout:
+                    await pong
+                self._next_ping.append(client)
+        finally:
+            client.ping = None
 
     def _time_out(self, client: Client) -> None:
         client.ping_timed_out = True
@@ -93,11 +117,6 @@ class Keepalive:
         )
 
 
-async def _ping(connection: ServerConnection) -> None:
-    """Send one ping and wait for its pong.
-
-    A connection that closes meanwhile ends the wait without an error.
-    """
-    with contextlib.suppress(ConnectionClosed):
-        pong = await connection.ping()
-        await pong
+def _is_open(client: Client) -> bool:
+    """Return whether ``client`` still takes pings: open and not being closed."""
+    return client.protocol.state is State.OPEN and not client.slow

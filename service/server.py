@@ -160,6 +160,7 @@ class WebsocketServer:
         )
         self._expired: weakref.WeakSet[ServerConnection] = weakref.WeakSet()
         self._closing: set[asyncio.Task[None]] = set()
+        self.keepalive: Keepalive | None = None
         self._keepalive: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -184,13 +185,10 @@ class WebsocketServer:
             close_timeout=settings.close_timeout,
         )
         if settings.ping_interval:
-            keepalive = Keepalive(
-                self.hub.clients,
-                settings.ping_interval,
-                settings.ping_timeout,
-                settings.close_timeout,
+            self.keepalive = Keepalive(
+                settings.ping_interval, settings.ping_timeout, settings.close_timeout
             )
-            self._keepalive = asyncio.create_task(keepalive.run())
+            self._keepalive = asyncio.create_task(self.keepalive.run())
 
     @property
     def addresses(self) -> list[str]:
@@ -331,6 +329,8 @@ class WebsocketServer:
         grant = self._admitted.pop(connection, OPEN_GRANT)
         client = Client(connection, channel_of(self._forget_handshake(connection)))
         self.hub.add(client)
+        if self.keepalive is not None:
+            self.keepalive.add(client)
         expiry = self._schedule_expiry(connection, grant)
         logger.debug(
             "client connected",
