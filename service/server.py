@@ -354,11 +354,11 @@ class WebsocketServer:
         """Return the request path and drop what the handshake left behind.
 
         websockets keeps the handshake request and response for the life of
-        the connection, about 2 KiB per client, and its frame parser holds the
-        request too. The request object is emptied in place, so every holder
-        lets go of the headers; its path stays, without the query (a token may
-        sit there), because websockets reads a missing request as "handshake
-        not done yet".
+        the connection, about 2 KiB per client, and its frame parser keeps a
+        reference to the request too. So the request object is emptied in
+        place, which frees the headers for every reference. Its path stays,
+        without the query (a token may sit there), because websockets reads a
+        missing request as "handshake not done yet".
         """
         request = connection.request
         connection.response = None

@@ -11,7 +11,7 @@ from service.keepalive import PING_TIMEOUT_CODE, Keepalive
 
 
 class FakeConnection:
-    """Records pings and closes; a test resolves the pongs it wants answered."""
+    """Records pings and closes. A test resolves the pongs it expects to arrive."""
 
     def __init__(self) -> None:
         self.pongs: list[asyncio.Future[float]] = []
@@ -92,7 +92,7 @@ async def test_keepalive_timeout_longer_than_interval() -> None:
 
 
 async def test_keepalive_stale_entry_blocks_nothing() -> None:
-    """An answered ping's old timeout entry does not delay a silent client's."""
+    """The old timeout entry of a pong that arrived does not delay a silent client."""
     keepalive = Keepalive(interval=1, timeout=5, close_timeout=1)
     answering, silent = FakeClient(), FakeClient()
     silent.ping_sent = 0.5
