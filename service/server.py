@@ -161,7 +161,7 @@ class WebsocketServer:
         self._expired: weakref.WeakSet[ServerConnection] = weakref.WeakSet()
         self._closing: set[asyncio.Task[None]] = set()
         self.keepalive: Keepalive | None = None
-        self._keepalive: asyncio.Task[None] | None = None
+        self._keepalive_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Bind the socket and start accepting connections."""
@@ -188,7 +188,7 @@ class WebsocketServer:
             self.keepalive = Keepalive(
                 settings.ping_interval, settings.ping_timeout, settings.close_timeout
             )
-            self._keepalive = asyncio.create_task(self.keepalive.run())
+            self._keepalive_task = asyncio.create_task(self.keepalive.run())
 
     @property
     def addresses(self) -> list[str]:
@@ -217,8 +217,8 @@ class WebsocketServer:
         if self.server is None:
             return
         self._shutting_down = True
-        if self._keepalive is not None:
-            self._keepalive.cancel()
+        if self._keepalive_task is not None:
+            self._keepalive_task.cancel()
         self.closed_at_shutdown = self.hub.client_count
         self.server.close(close_connections=True)
         await self.server.wait_closed()

@@ -258,6 +258,7 @@ class KafkaSource(Source):
         }
 
     def _forget(self, partitions: Iterable[TopicPartition]) -> None:
+        """Drop the handed-off and committed offsets kept for ``partitions``."""
         for tp in partitions:
             self._handed_off.pop(tp, None)
             self._committed.pop(tp, None)
@@ -280,7 +281,7 @@ class KafkaSource(Source):
     async def _commit_revoked(
         self, consumer: AIOKafkaConsumer, revoked: set[TopicPartition]
     ) -> None:
-        """Commit the handed-off offsets of ``revoked``, then forget those partitions.
+        """Commit the handed-off offsets of ``revoked``, then drop their bookkeeping.
 
         The next owner of each partition starts after its last handed-off record
         instead of at the last periodic commit. aiokafka retries retriable errors

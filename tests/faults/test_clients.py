@@ -162,7 +162,7 @@ async def test_slow_client_close_is_bounded(
             await producer.close()
             slow = 'brokercast_clients_disconnected_total{reason="slow_client"}'
             await wait_for(lambda: bc.metric(slow) == 1, seconds(10), "1013")
-            # The close frame waits behind bytes the client never reads; the
+            # The close frame waits behind bytes the client never reads, so the
             # connection is aborted once the close timeout has passed.
             await wait_for(lambda: bc.metric(CONNECTED) == 0, seconds(3), "aborted")
 

@@ -105,7 +105,7 @@ def grouped_source() -> KafkaSource:
 async def test_revoke_commit_failure_warns_once(
     caplog: pytest.LogCaptureFixture, error: Exception | None, logged_error: str
 ) -> None:
-    """A failed or hung revoke commit logs one warning and forgets the partition."""
+    """A failed or hung revoke commit logs one warning and drops the partition."""
     source = grouped_source()
     revoked = TopicPartition("orders", 0)
     still_assigned = TopicPartition("orders", 1)
